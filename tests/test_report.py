@@ -172,3 +172,50 @@ def test_swe_bench_verified_needs_five_points():
     assert checks[0]["met"] is False and checks[0]["lift"] == pytest.approx(0.04)
     checks = build.success_checks([row("base", 100), row("sft", 120), row("grpo", 125)])  # grpo: +5 points
     assert checks[0]["met"] is True and checks[0]["trained"]["model"] == "grpo"
+
+
+def test_report_has_a_section_per_task_that_ran(experiment):
+    """repo_repair at the experiment's root, file_repair and detection in folders of their own."""
+    from repairrl.data.detection import DetectionSample, write_samples
+    from repairrl.evaluate.__main__ import main as evaluate_main
+    from repairrl.records import write_jsonl
+
+    file_repair = experiment / "file_repair" / "eval" / "mini_eval_python" / "sft"
+    (file_repair / "grading").mkdir(parents=True)
+    (file_repair / "grading" / "sft.eval.json").write_text(json.dumps(summary(1, 1, total=2)))
+    answered = {"status": "ok", "tokens": {"context": 90, "completion": 30, "turns": 1}, "tool_stats": None,
+                "tool_calls": [], "diff": ""}
+    write_jsonl(file_repair / "journal" / "trajectories-0.jsonl", [
+        {**answered, "instance_id": "t0", "answer_error": None, "diff": "diff"},
+        {**answered, "instance_id": "t1", "answer_error": "NoMatchError: calc.py: ..."},
+    ])
+    # Detection: two pairs and one lone sample; base answers 'vulnerable' to everything, one answer unreadable.
+    labels = {"p1-v": "vulnerable", "p1-b": "benign", "p2-v": "vulnerable", "p2-b": "benign", "lone": "benign"}
+    samples = [DetectionSample(sample_id=s, dataset="mini_detection_eval", code="int f(void);", label=label,
+                               cwe=[], project="demo", commit_id=None,
+                               pair_id=s.split("-")[0] if "-" in s else None) for s, label in labels.items()]
+    write_samples(experiment / "detection" / "samples.jsonl", samples)
+    answers = {"p1-v": "vulnerable", "p1-b": "vulnerable", "p2-v": "vulnerable", "p2-b": "benign", "lone": None}
+    model_dir = experiment / "detection" / "eval" / "mini_detection_eval" / "base"
+    write_jsonl(model_dir / "predictions.jsonl", [
+        {"instance_id": s, "model_name_or_path": "base", "model_patch": "", "answer": a} for s, a in answers.items()
+    ])
+    assert evaluate_main(["detection", "--tasks", str(experiment / "detection" / "samples.jsonl"),
+                          "--predictions", str(model_dir / "predictions.jsonl"), "--out",
+                          str(model_dir / "grading"), "--run-id", "eval"]) == 0
+
+    out = experiment / "detection" / "report" / "report.md"
+    assert report_main(["--experiment-dir", str(experiment), "--task", "detection", "--out", str(out)]) == 0
+    text = out.read_text()
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[:3] == ["## Repository repair (the agent in a sandbox)",
+                            "## File-level repair (search/replace edits, one turn)",
+                            "## Vulnerability detection (one turn)"]
+    assert "| mini_eval_python | sft | 50.0% (1/2) |" in text  # edits applied
+    # 3 of 5 right; 'vulnerable' predicted 3 times, 2 right: precision 66.7%, recall 100%
+    assert "| mini_detection_eval | base | 5 | 60.0% | 20.0% | 66.7% / 100.0% / 80.0% |" in text
+    # pair 1: both 'vulnerable' (P-V); pair 2: both right (P-C)
+    assert "| mini_detection_eval | base | 2 | 50.0% | 50.0% | 0.0% | 0.0% |" in text
+    results = json.loads((out.parent / "results.json").read_text())
+    assert [(r["model"], r["accuracy"], r["pairs"]) for r in results] == [("base", 0.6, 2)]
+    assert (out.parent / "detection_accuracy.png").stat().st_size > 1000

@@ -73,7 +73,7 @@ def test_unresolved_patch_keeps_its_similarity_and_format_credit():
 
 def test_unknown_reward_name_lists_the_choices():
     with pytest.raises(
-        UnknownRewardError, match=r"'similarty'.*choose from nonempty_patch, patch_applies, resolved"
+        UnknownRewardError, match=r"'similarty'.*choose from answer_format, correct_label, nonempty_patch, patch_applies, resolved"
     ):
         compose_rewards({"similarty": 1.0})
 
@@ -99,8 +99,16 @@ def test_final_patch_reads_every_trajectory_shape(trajectory):
 
 @pytest.mark.parametrize("name", sorted(REWARDS))
 def test_every_reward_is_a_pure_float_in_unit_range(name):
+    from repairrl.data.detection import DetectionSample
+    from repairrl.grading.rewards import TASK_REWARDS
+
     reward = REWARDS[name]
+    task, trajectory = TASK, GOLD
+    if name in TASK_REWARDS["detection"]:  # detection rewards score a label answer on a sample
+        task = DetectionSample(sample_id="s", dataset="d", code="int f(void);", label="benign", cwe=[],
+                               project=None, commit_id=None, pair_id=None)
+        trajectory = "<answer>benign</answer>"
     for status in (grade.RESOLVED, grade.UNRESOLVED, grade.PATCH_APPLY_FAILED):
-        first = reward(TASK, GOLD, outcome(status))
+        first = reward(task, trajectory, outcome(status))
         assert isinstance(first, float) and 0.0 <= first <= 1.0
-        assert reward(TASK, GOLD, outcome(status)) == first
+        assert reward(task, trajectory, outcome(status)) == first

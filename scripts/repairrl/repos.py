@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -90,6 +91,25 @@ def materialize_worktree(cache_dir: Path, task: Task, dest: Path) -> Path:
     _git("clone", "-q", "--no-tags", "--branch", BASE_BRANCH, str(entry), str(dest))
     _git("remote", "remove", "origin", cwd=dest)
     return dest
+
+
+class BaseFileMissing(RepoFetchError):
+    """A path asked for is not a file of the task's base commit."""
+
+
+def base_file_reader(cache_dir: Path, task: Task) -> Callable[[str], str]:
+    """Read files of the task's base commit straight from its cache entry (no working copy needed)."""
+    entry = fetch_base_commit(Path(cache_dir), task)
+
+    def read_file(path: str) -> str:
+        completed = subprocess.run(
+            ["git", "--git-dir", str(entry), "show", f"{task.base_commit}:{path}"], capture_output=True, check=False
+        )
+        if completed.returncode != 0:
+            raise BaseFileMissing(f"{path} is not in {task.repo}@{task.base_commit[:12]}")
+        return completed.stdout.decode("utf-8", errors="replace")
+
+    return read_file
 
 
 def cache_tasks(tasks: list[Task], cache_dir: Path, workers: int = 4, timeout_s: float = 600) -> list[dict]:

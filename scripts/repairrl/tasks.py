@@ -59,6 +59,16 @@ class Task:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in record.items() if k in known})
 
+    def gold_patch_files(self) -> list[str]:
+        """Paths the gold patch changes (created and deleted files included); [] if it is not a unified diff."""
+        from unidiff import PatchSet
+        from unidiff.errors import UnidiffParseError
+
+        try:
+            return [patched.path for patched in PatchSet(self.gold_patch)]
+        except (UnidiffParseError, ValueError, IndexError):
+            return []
+
     @property
     def repo_key(self) -> str:
         """Cache key of the repository: one bare cache per repository, whatever the dataset."""

@@ -4,13 +4,30 @@ import shlex
 import os
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
+from repairrl.singleturn.episode import DATA_FORMATS
+
 RESULTS = config["results_dir"]
 LOGS = config.get("logs_dir", "logs")
 EXPERIMENT = config["experiment"]
+# What the study trains and measures: repo_repair (the agent in a sandbox), file_repair or detection (single-turn).
+TASK = config.get("task", "repo_repair")
+STUDY_DIR = f"{RESULTS}/{EXPERIMENT}"
+# The tasks of a study share its base models. repo_repair, the main task, owns the study's folder; each
+# single-turn task keeps its data, models, evaluations and report in a folder of its own inside it.
+TASK_DIR = STUDY_DIR if TASK == "repo_repair" else f"{STUDY_DIR}/{TASK}"
+TASK_LOGS = f"{LOGS}/{EXPERIMENT}" if TASK == "repo_repair" else f"{LOGS}/{EXPERIMENT}/{TASK}"
 MINI_BENCHMARK_DIR = f"{RESULTS}/mini_benchmark"
-MINI_TASK_SOURCES = sorted(
-    str(p) for p in Path(workflow.basedir, "..", "scripts/repairrl/data/mini").resolve().rglob("*") if p.is_file()
-)
+
+
+def package_sources(folder):
+    return sorted(str(p) for p in Path(workflow.basedir, "..", "scripts/repairrl", folder).resolve().rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts)
+
+
+MINI_TASK_SOURCES = package_sources("data/mini")
+DETECTION_MINI_SOURCES = package_sources("data/detection_mini") + package_sources("data/detection_mini.py")
 CACHE = config["cache"]
 PATHS = config.get("paths", {})
 # Jobs inherit this process's environment (locally, and through `sbatch --export=ALL`), so one setting here puts
@@ -19,9 +36,17 @@ if PATHS.get("hf_home"):
     os.environ["HF_HOME"] = os.path.abspath(PATHS["hf_home"])
 
 
+def task_datasets():
+    """The datasets the study's task reads (by format): repair benchmarks, or vulnerability-detection sets."""
+    return [name for name, entry in config["datasets"].items() if entry["format"] in DATA_FORMATS[TASK]]
+
+
+def is_detection_dataset(dataset):
+    return dataset_config(dataset)["format"] in DATA_FORMATS["detection"]
+
+
 wildcard_constraints:
-    experiment=EXPERIMENT,
-    dataset="|".join(config["datasets"]),
+    dataset="|".join(task_datasets()) or "no-dataset-for-this-task",
     model="|".join([*config["models"], "sft", "grpo"]),
     shard=r"\d+",
 
@@ -36,14 +61,29 @@ def dataset_spec_json(wildcards):
     if entry["source"].get("builtin") == "mini":
         repos = Path(MINI_BENCHMARK_DIR, "repos").resolve()
         entry.setdefault("repo_url_template", f"file://{repos}/{{repo_key}}.git")
+    if TASK == "file_repair" and entry["role"] == "train":
+        # File-level training data: the tasks whose gold patch changes one file.
+        entry["filters"] = {**entry.get("filters", {}), "single_file_patch": True}
     return json.dumps(entry, sort_keys=True)
 
 
 def fetch_inputs(wildcards):
     """Built-in datasets depend on the rule that builds them; hub and local sources have no input file."""
-    if dataset_config(wildcards.dataset)["source"].get("builtin") == "mini":
+    builtin = dataset_config(wildcards.dataset)["source"].get("builtin")
+    if builtin == "mini":
         return {"rows": f"{MINI_BENCHMARK_DIR}/tasks.jsonl", "repos": f"{MINI_BENCHMARK_DIR}/repos"}
+    if builtin == "detection_mini":  # rows built from the package's files: rerun when they change
+        return {"sources": DETECTION_MINI_SOURCES}
     return {}
+
+
+def dataset_cache(dataset):
+    """Repair tasks need their repositories in the cache; detection samples carry their code."""
+    return [] if is_detection_dataset(dataset) else [task_path("data", dataset, "cache.jsonl")]
+
+
+def cache_inputs(wildcards):
+    return dataset_cache(wildcards.dataset)
 
 
 def local_source_path(wildcards, input):
@@ -62,19 +102,21 @@ def cluster_account():
     return config.get("cluster", {}).get("account") or os.environ.get("REPAIRRL_SLURM_ACCOUNT", "")
 
 
-def experiment_path(*parts):
-    return os.path.join(RESULTS, EXPERIMENT, *parts)
+def task_path(*parts):
+    return os.path.join(TASK_DIR, *parts)
 
 
 def all_targets():
     targets = [model_manifest(model) for model in config["models"]]
     # Task tables are targets in their own right, not intermediates: a deleted table is rebuilt (and what
     # depends on it rerun) instead of being silently left missing while the cache status is up to date.
-    for dataset in config["datasets"]:
-        targets += [experiment_path("data", dataset, name) for name in ("tasks.jsonl", "cache.jsonl")]
+    for dataset in task_datasets():
+        targets.append(task_path("data", dataset, "tasks.jsonl"))
+        if not is_detection_dataset(dataset):
+            targets.append(task_path("data", dataset, "cache.jsonl"))
     targets += [model_manifest(model) for model in TRAINED_MODELS if stage_enabled(model)]
     if datasets_with_role("eval") and eval_models():
-        targets.append(experiment_path("report", "report.md"))
+        targets.append(task_path("report", "report.md"))
     return targets
 
 
@@ -92,8 +134,31 @@ def stage_enabled(name):
 
 
 def model_manifest(model):
-    """Manifest of a base model (prepare_model) or of a model a stage trains (sft, grpo)."""
-    return experiment_path("models", model, "model.json")
+    """Manifest of a base model (prepare_model; shared by the study's tasks) or of a model a stage trains."""
+    if model in TRAINED_MODELS:
+        return task_path("models", model, "model.json")
+    return os.path.join(STUDY_DIR, "models", model, "model.json")
+
+
+def stage_dataset(name):
+    """The train dataset of a stage: `<stage>.dataset`, else the task's only train dataset."""
+    if stage(name).get("dataset"):
+        return stage(name)["dataset"]
+    train = datasets_with_role("train")
+    if len(train) != 1:
+        raise WorkflowError(
+            f"{name}.dataset is not set and task {TASK!r} has {len(train)} train datasets ({', '.join(train)}): "
+            f"name one in the config ({name}.dataset)"
+        )
+    return train[0]
+
+
+def task_rewards():
+    """The reward weights of the study's task (`rewards.<task>`), as `name=weight,...`."""
+    weights = config.get("rewards", {}).get(TASK)
+    if not weights:
+        raise WorkflowError(f"no reward weights for task {TASK!r}: set rewards.{TASK} in the config")
+    return ",".join(f"{name}={weight}" for name, weight in weights.items())
 
 
 def model_dir(model):
@@ -106,7 +171,7 @@ def eval_models():
 
 
 def datasets_with_role(role):
-    return [name for name, entry in config["datasets"].items() if entry["role"] == role]
+    return [name for name in task_datasets() if dataset_config(name)["role"] == role]
 
 
 def eval_num_shards(dataset):
@@ -143,6 +208,8 @@ def agent_flags(model, overrides=None):
         "workers": agent.get("workers"),
         "batch_size": agent.get("batch_size"),
         "samples": agent.get("samples"),
+        "task": TASK,
+        "max_file_chars": agent.get("max_file_chars") if TASK == "file_repair" else None,
         "no_progress": True,
     }
     if model.startswith(("http://", "https://")):

@@ -3,13 +3,13 @@
 
 rule prepare_model:
     output:
-        f"{RESULTS}/{{experiment}}/models/{{model}}/model.json",
+        f"{STUDY_DIR}/models/{{model}}/model.json",
     wildcard_constraints:
         model="|".join(config["models"]),
     log:
-        f"{LOGS}/{{experiment}}/prepare_model/{{model}}.log",
+        f"{LOGS}/{EXPERIMENT}/prepare_model/{{model}}.log",
     benchmark:
-        f"{RESULTS}/{{experiment}}/benchmarks/prepare_model/{{model}}.tsv"
+        f"{STUDY_DIR}/benchmarks/prepare_model/{{model}}.tsv"
     params:
         source=lambda wildcards: config["models"][wildcards.model]["source"],
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
@@ -44,12 +44,12 @@ rule fetch:
     input:
         unpack(fetch_inputs),
     output:
-        tasks=f"{RESULTS}/{{experiment}}/data/{{dataset}}/tasks.jsonl",
-        skipped=f"{RESULTS}/{{experiment}}/data/{{dataset}}/skipped.jsonl",
+        tasks=f"{TASK_DIR}/data/{{dataset}}/tasks.jsonl",
+        skipped=f"{TASK_DIR}/data/{{dataset}}/skipped.jsonl",
     log:
-        f"{LOGS}/{{experiment}}/fetch/{{dataset}}.log",
+        f"{TASK_LOGS}/fetch/{{dataset}}.log",
     benchmark:
-        f"{RESULTS}/{{experiment}}/benchmarks/fetch/{{dataset}}.tsv"
+        f"{TASK_DIR}/benchmarks/fetch/{{dataset}}.tsv"
     params:
         spec=dataset_spec_json,
         path=local_source_path,
@@ -67,11 +67,11 @@ rule cache:
     input:
         tasks=rules.fetch.output.tasks,
     output:
-        f"{RESULTS}/{{experiment}}/data/{{dataset}}/cache.jsonl",
+        f"{TASK_DIR}/data/{{dataset}}/cache.jsonl",
     log:
-        f"{LOGS}/{{experiment}}/cache/{{dataset}}.log",
+        f"{TASK_LOGS}/cache/{{dataset}}.log",
     benchmark:
-        f"{RESULTS}/{{experiment}}/benchmarks/cache/{{dataset}}.tsv"
+        f"{TASK_DIR}/benchmarks/cache/{{dataset}}.tsv"
     params:
         cache_dir=CACHE["dir"],
         workers=CACHE.get("workers", 4),

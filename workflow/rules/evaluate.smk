@@ -3,8 +3,7 @@
 
 def eval_shard_predictions(wildcards):
     return expand(
-        f"{RESULTS}/{{experiment}}/eval/{{dataset}}/{{model}}/shards/predictions-{{shard}}.jsonl",
-        experiment=wildcards.experiment,
+        f"{TASK_DIR}/eval/{{dataset}}/{{model}}/shards/predictions-{{shard}}.jsonl",
         dataset=wildcards.dataset,
         model=wildcards.model,
         shard=range(eval_num_shards(wildcards.dataset)),
@@ -27,18 +26,18 @@ def harness_flags(wildcards):
 rule evaluate_shard:
     input:
         tasks=rules.fetch.output.tasks,
-        cache=rules.cache.output,
+        cache=cache_inputs,
         model=lambda wildcards: model_inputs(wildcards.model),
     output:
-        f"{RESULTS}/{{experiment}}/eval/{{dataset}}/{{model}}/shards/predictions-{{shard}}.jsonl",
+        f"{TASK_DIR}/eval/{{dataset}}/{{model}}/shards/predictions-{{shard}}.jsonl",
     log:
-        main=f"{LOGS}/{{experiment}}/evaluate_shard/{{dataset}}/{{model}}-{{shard}}.log",
-        agent=f"{LOGS}/{{experiment}}/evaluate_shard/{{dataset}}/{{model}}-{{shard}}.agent.log",
+        main=f"{TASK_LOGS}/evaluate_shard/{{dataset}}/{{model}}-{{shard}}.log",
+        agent=f"{TASK_LOGS}/evaluate_shard/{{dataset}}/{{model}}-{{shard}}.agent.log",
     benchmark:
-        f"{RESULTS}/{{experiment}}/benchmarks/evaluate_shard/{{dataset}}-{{model}}-{{shard}}.tsv"
+        f"{TASK_DIR}/benchmarks/evaluate_shard/{{dataset}}-{{model}}-{{shard}}.tsv"
     params:
         # Not an output: a failed job's outputs are deleted, and this journal is what a killed shard resumes from.
-        journal=lambda wildcards: experiment_path(
+        journal=lambda wildcards: task_path(
             "eval", wildcards.dataset, wildcards.model, "journal", f"trajectories-{wildcards.shard}.jsonl"
         ),
         num_shards=lambda wildcards: eval_num_shards(wildcards.dataset),
@@ -50,7 +49,7 @@ rule evaluate_shard:
         slurm_partition=cluster_partition("gpu"),
         slurm_account=cluster_account(),
     shell:
-        "python -m repairrl.evaluate shard --tasks {input.tasks} --shard {wildcards.shard} "
+        "python -m repairrl.evaluate shard --task {TASK} --tasks {input.tasks} --shard {wildcards.shard} "
         "--num-shards {params.num_shards} --model-name {wildcards.model} --trajectories {params.journal} "
         "--out {output} {params.serve} --agent-log {log.agent} -- {params.agent} > {log.main} 2>&1"
 
@@ -60,9 +59,9 @@ rule evaluate_predictions:
         tasks=rules.fetch.output.tasks,
         shards=eval_shard_predictions,
     output:
-        f"{RESULTS}/{{experiment}}/eval/{{dataset}}/{{model}}/predictions.jsonl",
+        f"{TASK_DIR}/eval/{{dataset}}/{{model}}/predictions.jsonl",
     log:
-        f"{LOGS}/{{experiment}}/evaluate_predictions/{{dataset}}/{{model}}.log",
+        f"{TASK_LOGS}/evaluate_predictions/{{dataset}}/{{model}}.log",
     params:
         journals=lambda wildcards, input: " ".join(
             p.replace("/shards/predictions-", "/journal/trajectories-") for p in input.shards
@@ -71,30 +70,38 @@ rule evaluate_predictions:
         slurm_partition=cluster_partition(),
         slurm_account=cluster_account(),
     shell:
-        "python -m repairrl.evaluate predictions --tasks {input.tasks} --trajectories {params.journals} "
+        "python -m repairrl.evaluate predictions --task {TASK} --tasks {input.tasks} --trajectories {params.journals} "
         "--model-name {wildcards.model} --out {output} > {log} 2>&1"
+
+
+def grade_command(wildcards, input, output, threads):
+    """Repair tasks run the tests through a harness backend; detection answers are scored against the labels."""
+    out_dir = os.path.dirname(output[0])
+    if is_detection_dataset(wildcards.dataset):
+        return f"python -m repairrl.evaluate detection --tasks {input.tasks} --predictions {input.predictions} " \
+            f"--out {out_dir} --run-id eval"
+    return (
+        f"python -m repairrl.evaluate harness --tasks {input.tasks} --predictions {input.predictions} "
+        f"--out {out_dir} --run-id eval --cache-dir {CACHE['dir']} --workers {threads} {harness_flags(wildcards)}"
+    )
 
 
 rule grade:
     input:
         tasks=rules.fetch.output.tasks,
-        cache=rules.cache.output,
+        cache=cache_inputs,
         predictions=rules.evaluate_predictions.output,
     output:
-        f"{RESULTS}/{{experiment}}/eval/{{dataset}}/{{model}}/grading/{{model}}.eval.json",
+        f"{TASK_DIR}/eval/{{dataset}}/{{model}}/grading/{{model}}.eval.json",
     log:
-        f"{LOGS}/{{experiment}}/grade/{{dataset}}/{{model}}.log",
+        f"{TASK_LOGS}/grade/{{dataset}}/{{model}}.log",
     benchmark:
-        f"{RESULTS}/{{experiment}}/benchmarks/grade/{{dataset}}-{{model}}.tsv"
+        f"{TASK_DIR}/benchmarks/grade/{{dataset}}-{{model}}.tsv"
     params:
-        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
-        harness=harness_flags,
-        cache_dir=CACHE["dir"],
+        command=grade_command,
     threads: config.get("evaluation", {}).get("workers", 2)
     resources:
         slurm_partition=cluster_partition(),
         slurm_account=cluster_account(),
     shell:
-        "python -m repairrl.evaluate harness --tasks {input.tasks} --predictions {input.predictions} "
-        "--out {params.out_dir} --run-id eval --cache-dir {params.cache_dir} --workers {threads} "
-        "{params.harness} > {log} 2>&1"
+        "{params.command} > {log} 2>&1"

@@ -15,35 +15,36 @@ def grpo_server(wildcards, input):
     return (
         f"python -m repairrl.grpo.server --model {os.path.dirname(input.model)} "
         f"--server-gpus {server.get('gpus', '0')} --trainer-gpus {server.get('trainer_gpus', '1,2')} "
-        f"--port {server.get('port', 8000)} --log {LOGS}/{wildcards.experiment}/grpo.vllm.log --"
+        f"--port {server.get('port', 8000)} --log {TASK_LOGS}/grpo.vllm.log --"
     )
 
 
 rule grpo:
     input:
         model=lambda wildcards: model_manifest(grpo_init_model()),
-        tasks=lambda wildcards: experiment_path("data", stage("grpo")["dataset"], "tasks.jsonl"),
-        cache=lambda wildcards: experiment_path("data", stage("grpo")["dataset"], "cache.jsonl"),
+        tasks=lambda wildcards: task_path("data", stage_dataset("grpo"), "tasks.jsonl"),
+        cache=lambda wildcards: dataset_cache(stage_dataset("grpo")),
     output:
-        manifest=f"{RESULTS}/{{experiment}}/models/grpo/model.json",
-        metrics=f"{RESULTS}/{{experiment}}/models/grpo/metrics.csv",
+        manifest=f"{TASK_DIR}/models/grpo/model.json",
+        metrics=f"{TASK_DIR}/models/grpo/metrics.csv",
     log:
-        main=f"{LOGS}/{{experiment}}/grpo.log",
+        main=f"{TASK_LOGS}/grpo.log",
     benchmark:
-        f"{RESULTS}/{{experiment}}/benchmarks/grpo/grpo.tsv"
+        f"{TASK_DIR}/benchmarks/grpo/grpo.tsv"
     params:
         model_dir=lambda wildcards, input: os.path.dirname(input.model),
         out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
         server=grpo_server,
         launcher=stage("grpo").get("launcher", "python -m"),
         algorithm=stage("grpo").get("algorithm", "gspo"),
-        rewards=",".join(f"{name}={weight}" for name, weight in config.get("rewards", {}).items()),
+        rewards=task_rewards(),
         episode=cli_flags(
             {
                 "sandbox": config.get("agent", {}).get("sandbox", "bwrap"),
                 "episode_max_new_tokens": config.get("agent", {}).get("max_new_tokens"),
                 "command_timeout": config.get("agent", {}).get("command_timeout_s"),
                 "episode_timeout": config.get("agent", {}).get("timeout_s"),
+                "max_file_chars": config.get("agent", {}).get("max_file_chars") if TASK == "file_repair" else None,
             }
         ),
         train=cli_flags(stage("grpo").get("train", {})),
@@ -53,6 +54,6 @@ rule grpo:
         slurm_account=cluster_account(),
     shell:
         # --resume continues the step count and data order of a killed or preempted run.
-        "{params.server} {params.launcher} repairrl.grpo.train --model {params.model_dir} --tasks {input.tasks} "
+        "{params.server} {params.launcher} repairrl.grpo.train --task {TASK} --model {params.model_dir} --tasks {input.tasks} "
         "--cache-dir {params.cache_dir} --out {params.out_dir} --algorithm {params.algorithm} "
         "--rewards {params.rewards} --resume {params.episode} {params.train} > {log.main} 2>&1"

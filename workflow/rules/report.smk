@@ -3,44 +3,40 @@
 
 def eval_summaries(wildcards):
     return [
-        f"{RESULTS}/{wildcards.experiment}/eval/{dataset}/{model}/grading/{model}.eval.json"
+        task_path("eval", dataset, model, "grading", f"{model}.eval.json")
         for dataset in datasets_with_role("eval")
         for model in eval_models()
     ]
+
+
+def report_outputs():
+    """report.md, the task's tables and its plots (tagged for `snakemake --report`)."""
+    outputs = {
+        "md": task_path("report", "report.md"),
+        "table": report(task_path("report", "results.csv"), caption="../report/results.rst", category="Results"),
+        "compute": report(task_path("report", "compute.csv"), caption="../report/compute.rst", category="Compute"),
+    }
+    plots = ["detection_accuracy"] if TASK == "detection" else ["resolve_rate", "episode_rates", "tool_use",
+                                                                   "turns_tokens"]
+    for plot in plots:
+        outputs[plot] = report(task_path("report", f"{plot}.png"), caption=f"../report/{plot}.rst", category="Plots")
+    return outputs
 
 
 rule report:
     input:
         eval_summaries,
     output:
-        md=f"{RESULTS}/{{experiment}}/report/report.md",
-        table=report(
-            f"{RESULTS}/{{experiment}}/report/results.csv", caption="../report/results.rst", category="Results"
-        ),
-        compute=report(
-            f"{RESULTS}/{{experiment}}/report/compute.csv", caption="../report/compute.rst", category="Compute"
-        ),
-        resolve_rate=report(
-            f"{RESULTS}/{{experiment}}/report/resolve_rate.png", caption="../report/resolve_rate.rst", category="Plots"
-        ),
-        episode_rates=report(
-            f"{RESULTS}/{{experiment}}/report/episode_rates.png", caption="../report/episode_rates.rst", category="Plots"
-        ),
-        tool_use=report(
-            f"{RESULTS}/{{experiment}}/report/tool_use.png", caption="../report/tool_use.rst", category="Plots"
-        ),
-        turns_tokens=report(
-            f"{RESULTS}/{{experiment}}/report/turns_tokens.png", caption="../report/turns_tokens.rst", category="Plots"
-        ),
+        **report_outputs(),
     log:
-        f"{LOGS}/{{experiment}}/report.log",
+        f"{TASK_LOGS}/report.log",
     benchmark:
-        f"{RESULTS}/{{experiment}}/benchmarks/report/report.tsv"
+        f"{TASK_DIR}/benchmarks/report/report.tsv"
     params:
-        experiment_dir=lambda wildcards: experiment_path(),
+        study_dir=STUDY_DIR,
     resources:
         slurm_partition=cluster_partition(),
         slurm_account=cluster_account(),
     shell:
-        "python -m repairrl.report --experiment-dir {params.experiment_dir} --profile profiles/slurm/config.yaml "
-        "--out {output.md} > {log} 2>&1"
+        "python -m repairrl.report --experiment-dir {params.study_dir} --task {TASK} "
+        "--profile profiles/slurm/config.yaml --out {output.md} > {log} 2>&1"

@@ -7,35 +7,34 @@ def sft_teacher():
 
 def sft_rollout_shards(wildcards):
     return expand(
-        f"{RESULTS}/{{experiment}}/sft/rollouts/predictions-{{shard}}.jsonl",
-        experiment=wildcards.experiment,
+        f"{TASK_DIR}/sft/rollouts/predictions-{{shard}}.jsonl",
         shard=range(int(stage("sft").get("shards", 1))),
     )
 
 
 def sft_dataset_inputs(wildcards):
-    inputs = {"tasks": experiment_path("data", stage("sft")["dataset"], "tasks.jsonl"), "rollouts": sft_rollout_shards(wildcards)}
+    inputs = {"tasks": task_path("data", stage_dataset("sft"), "tasks.jsonl"), "rollouts": sft_rollout_shards(wildcards)}
     if stage("sft").get("expert_demos", False):
-        inputs["demos"] = experiment_path("sft", "expert_demos.jsonl")
+        inputs["demos"] = task_path("sft", "expert_demos.jsonl")
     return inputs
 
 
 rule sft_rollouts:
     input:
-        tasks=lambda wildcards: experiment_path("data", stage("sft")["dataset"], "tasks.jsonl"),
-        cache=lambda wildcards: experiment_path("data", stage("sft")["dataset"], "cache.jsonl"),
+        tasks=lambda wildcards: task_path("data", stage_dataset("sft"), "tasks.jsonl"),
+        cache=lambda wildcards: dataset_cache(stage_dataset("sft")),
         teacher=lambda wildcards: model_inputs(sft_teacher()),
     output:
-        f"{RESULTS}/{{experiment}}/sft/rollouts/predictions-{{shard}}.jsonl",
+        f"{TASK_DIR}/sft/rollouts/predictions-{{shard}}.jsonl",
     log:
-        main=f"{LOGS}/{{experiment}}/sft_rollouts/{{shard}}.log",
-        agent=f"{LOGS}/{{experiment}}/sft_rollouts/{{shard}}.agent.log",
+        main=f"{TASK_LOGS}/sft_rollouts/{{shard}}.log",
+        agent=f"{TASK_LOGS}/sft_rollouts/{{shard}}.agent.log",
     benchmark:
-        f"{RESULTS}/{{experiment}}/benchmarks/sft_rollouts/{{shard}}.tsv"
+        f"{TASK_DIR}/benchmarks/sft_rollouts/{{shard}}.tsv"
     params:
         # The journal is not an output: Snakemake deletes a failed job's outputs, and the journal is what
         # lets a killed shard resume where it stopped.
-        journal=lambda wildcards: experiment_path("sft", "rollouts", f"trajectories-{wildcards.shard}.jsonl"),
+        journal=lambda wildcards: task_path("sft", "rollouts", f"trajectories-{wildcards.shard}.jsonl"),
         num_shards=lambda wildcards: int(stage("sft").get("shards", 1)),
         serve=lambda wildcards: serve_flags(sft_teacher()),
         agent=lambda wildcards: agent_flags(sft_teacher(), {"samples": stage("sft").get("samples", 1)}),
@@ -43,50 +42,52 @@ rule sft_rollouts:
         slurm_partition=cluster_partition("gpu"),
         slurm_account=cluster_account(),
     shell:
-        "python -m repairrl.evaluate shard --tasks {input.tasks} --shard {wildcards.shard} "
+        "python -m repairrl.evaluate shard --task {TASK} --tasks {input.tasks} --shard {wildcards.shard} "
         "--num-shards {params.num_shards} --model-name teacher --trajectories {params.journal} --out {output} "
         "{params.serve} --agent-log {log.agent} -- {params.agent} > {log.main} 2>&1"
 
 
 rule sft_expert_demos:
     input:
-        tasks=lambda wildcards: experiment_path("data", stage("sft")["dataset"], "tasks.jsonl"),
-        cache=lambda wildcards: experiment_path("data", stage("sft")["dataset"], "cache.jsonl"),
+        tasks=lambda wildcards: task_path("data", stage_dataset("sft"), "tasks.jsonl"),
+        cache=lambda wildcards: dataset_cache(stage_dataset("sft")),
     output:
-        f"{RESULTS}/{{experiment}}/sft/expert_demos.jsonl",
+        f"{TASK_DIR}/sft/expert_demos.jsonl",
     log:
-        f"{LOGS}/{{experiment}}/sft_expert_demos.log",
+        f"{TASK_LOGS}/sft_expert_demos.log",
     params:
         cache_dir=CACHE["dir"],
     resources:
         slurm_partition=cluster_partition(),
         slurm_account=cluster_account(),
     shell:
-        "python -m repairrl.sft.expert --tasks {input.tasks} --cache-dir {params.cache_dir} --out {output} > {log} 2>&1"
+        "python -m repairrl.sft.expert --task {TASK} --tasks {input.tasks} --cache-dir {params.cache_dir} "
+        "--out {output} > {log} 2>&1"
 
 
 rule sft_dataset:
     input:
         unpack(sft_dataset_inputs),
     output:
-        data=directory(f"{RESULTS}/{{experiment}}/sft/dataset"),
-        stats=f"{RESULTS}/{{experiment}}/sft/dataset_stats.json",
+        data=directory(f"{TASK_DIR}/sft/dataset"),
+        stats=f"{TASK_DIR}/sft/dataset_stats.json",
     log:
-        f"{LOGS}/{{experiment}}/sft_dataset.log",
+        f"{TASK_LOGS}/sft_dataset.log",
     benchmark:
-        f"{RESULTS}/{{experiment}}/benchmarks/sft_dataset/sft_dataset.tsv"
+        f"{TASK_DIR}/benchmarks/sft_dataset/sft_dataset.tsv"
     params:
         journals=lambda wildcards, input: " ".join(
             p.replace("/predictions-", "/trajectories-") for p in input.rollouts
         ),
         demos=lambda wildcards, input: f"--expert-demos {input.demos}" if "demos" in input.keys() else "",
         threshold=stage("sft").get("threshold", 0.8),
-        criterion=stage("sft").get("criterion", "similarity"),
+        # Detection keeps the episodes that answered the right label; repair tasks use the configured criterion.
+        criterion="correct_label" if TASK == "detection" else stage("sft").get("criterion", "similarity"),
     resources:
         slurm_partition=cluster_partition(),
         slurm_account=cluster_account(),
     shell:
-        "python -m repairrl.sft.dataset --trajectories {params.journals} --tasks {input.tasks} "
+        "python -m repairrl.sft.dataset --task {TASK} --trajectories {params.journals} --tasks {input.tasks} "
         "--threshold {params.threshold} --criterion {params.criterion} {params.demos} "
         "--out {output.data} --stats {output.stats} > {log} 2>&1"
 
@@ -96,11 +97,11 @@ rule sft:
         model=lambda wildcards: model_manifest("base"),
         data=rules.sft_dataset.output.data,
     output:
-        f"{RESULTS}/{{experiment}}/models/sft/model.json",
+        f"{TASK_DIR}/models/sft/model.json",
     log:
-        f"{LOGS}/{{experiment}}/sft.log",
+        f"{TASK_LOGS}/sft.log",
     benchmark:
-        f"{RESULTS}/{{experiment}}/benchmarks/sft/sft.tsv"
+        f"{TASK_DIR}/benchmarks/sft/sft.tsv"
     params:
         model_dir=lambda wildcards, input: os.path.dirname(input.model),
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),

@@ -3,6 +3,9 @@
     python -m repairrl.agent --tasks tasks.jsonl --model results/models/smollm2 --backend inprocess \
         --samples 4 --workers 8 --cache-dir results/cache --sandbox bwrap --out trajectories.jsonl
 
+`--task file_repair | detection` runs single-turn episodes instead (repairrl.singleturn.episode): one prompt,
+one answer, no sandbox, recorded in the same trajectory format.
+
 Each finished (task, sample) pair is appended to a journal (`<out>.journal`) at once; a rerun skips the pairs
 already there, so a killed job loses only the episodes in flight. The output is written atomically at the end.
 """
@@ -25,7 +28,14 @@ from repairrl.agent.loop import AgentConfig, failed_record, run_episode
 from repairrl.models.backends import ChatBackend, SamplingParams, make_backend
 from repairrl.records import append_jsonl, read_journal, validate_record, write_jsonl
 from repairrl.sandbox.base import Sandbox
-from repairrl.tasks import Task, read_tasks
+from repairrl.singleturn.episode import (
+    TASK_KINDS,
+    SingleTurnEnvironment,
+    make_environment,
+    read_task_table,
+    run_single_turn,
+)
+from repairrl.tasks import Task
 
 # (task, destination) -> the working copy; (working copy, task) -> an open-able sandbox on it.
 PrepareWorktree = Callable[[Task, Path], Path]
@@ -43,8 +53,12 @@ def episode_seed(seed: int | None, task_index: int, sample: int, samples: int) -
 def run_tasks(tasks: list[Task], backend: ChatBackend, out: Path, prepare_worktree: PrepareWorktree,
               open_sandbox: OpenSandbox, config: AgentConfig | None = None, samples: int = 1, workers: int = 4,
               seed: int | None = None, work_root: Path | None = None, retry_failed: bool = False,
-              keep_worktrees: bool = False, progress: bool = True) -> dict:
-    """Run every (task, sample) pair not yet in the journal; write all records to `out`; return a summary."""
+              keep_worktrees: bool = False, progress: bool = True,
+              single_turn: SingleTurnEnvironment | None = None) -> dict:
+    """Run every (task, sample) pair not yet in the journal; write all records to `out`; return a summary.
+
+    With `single_turn`, each pair is one prompt and one answer of that environment (no working copy, no sandbox).
+    """
     out, config = Path(out), config or AgentConfig()
     journal = journal_path(out)
     done = {(r["instance_id"], r["sample"]) for r in read_journal(journal)
@@ -63,9 +77,12 @@ def run_tasks(tasks: list[Task], backend: ChatBackend, out: Path, prepare_worktr
         pair_seed = episode_seed(seed, index, sample, samples)
         dest = scratch / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', task.instance_id)}-{sample}"
         try:
-            workdir = prepare_worktree(task, dest)
-            with open_sandbox(workdir, task) as sandbox:
-                record = run_episode(task, backend, sandbox, workdir, config, sample=sample, seed=pair_seed)
+            if single_turn is not None:
+                record = run_single_turn(single_turn, task, backend, sample=sample, seed=pair_seed)
+            else:
+                workdir = prepare_worktree(task, dest)
+                with open_sandbox(workdir, task) as sandbox:
+                    record = run_episode(task, backend, sandbox, workdir, config, sample=sample, seed=pair_seed)
         except Exception as error:  # noqa: BLE001 - one task's failure is recorded with it; the run goes on
             detail = "".join(traceback.format_exception_only(type(error), error)).strip()
             record = failed_record(task, sample, backend.model_name, detail, seed=pair_seed)
@@ -99,7 +116,11 @@ def run_tasks(tasks: list[Task], backend: ChatBackend, out: Path, prepare_worktr
 def _parser() -> argparse.ArgumentParser:
     defaults, sampling = AgentConfig(), SamplingParams()
     parser = argparse.ArgumentParser(prog="python -m repairrl.agent", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", required=True, type=Path, help="tasks JSONL (repairrl.tasks schema)")
+    parser.add_argument("--tasks", required=True, type=Path, help="tasks JSONL (repairrl.tasks schema, or detection "
+                        "samples for --task detection)")
+    parser.add_argument("--task", choices=TASK_KINDS, default="repo_repair", help="repo_repair: the agent in a "
+                        "sandbox; file_repair, detection: single-turn episodes")
+    parser.add_argument("--max-file-chars", type=int, help="file_repair: largest file shown in a prompt")
     parser.add_argument("--out", required=True, type=Path, help="trajectories JSONL; its journal is <out>.journal")
     parser.add_argument("--model", help="inprocess: a prepared model (manifest dir); openai: the endpoint URL, "
                         "or the served model name when --base-url is given")
@@ -132,11 +153,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    tasks = read_tasks(args.tasks)
+    tasks = read_task_table(args.tasks, args.task)
     sampling = SamplingParams(args.temperature, args.top_p, args.max_new_tokens, args.seed)
     config = AgentConfig(args.max_tool_calls, args.max_tokens, args.timeout, args.command_timeout)
-    if args.cache_dir is None:
+    if args.cache_dir is None and args.task != "detection":
         raise SystemExit("--cache-dir is required: the repository cache the working copies are cloned from")
+    single_turn = None if args.task == "repo_repair" else make_environment(args.task, args.cache_dir,
+                                                                              args.max_file_chars)
 
     from repairrl.repos import materialize_worktree
     from repairrl.sandbox import make_sandbox
@@ -162,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             tasks, backend, args.out, lambda task, dest: materialize_worktree(args.cache_dir, task, dest),
             open_sandbox, config, samples=args.samples, workers=args.workers, seed=args.seed,
             work_root=args.work_root, retry_failed=args.retry_failed, keep_worktrees=args.keep_worktrees,
-            progress=not args.no_progress,
+            progress=not args.no_progress, single_turn=single_turn,
         )
     finally:
         backend.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from repairrl.data.loaders import DatasetSpec, load_tasks
 from repairrl.records import write_jsonl
+from repairrl.singleturn.episode import DATA_FORMATS
 from repairrl.tasks import write_tasks
 
 
@@ -28,10 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.path:
         entry = {**entry, "source": {**entry.get("source", {}), "path": args.path}}
     spec = DatasetSpec.from_config(args.dataset, entry)
-    result = load_tasks(spec)
-    write_jsonl(args.skipped, result.skipped)
-    count = write_tasks(args.out, result.tasks)
-    print(f"dataset '{spec.name}': {count} tasks, {len(result.skipped)} rows skipped -> {args.out}")
+    if spec.format in DATA_FORMATS["detection"]:
+        from repairrl.data.detection import load_detection_samples, write_samples
+
+        samples, skipped = load_detection_samples(spec)
+        write_jsonl(args.skipped, skipped)
+        count = write_samples(args.out, samples)
+    else:
+        result = load_tasks(spec)
+        write_jsonl(args.skipped, result.skipped)
+        count, skipped = write_tasks(args.out, result.tasks), result.skipped
+    print(f"dataset '{spec.name}': {count} tasks, {len(skipped)} rows skipped -> {args.out}")
     return 0
 
 

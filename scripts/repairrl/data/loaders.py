@@ -28,6 +28,7 @@ class DatasetSpec:
     hub: str | None = None
     path: str | None = None
     hub_split: str = "test"
+    hub_config: str | None = None  # the hub dataset's configuration (e.g. PrimeVul's "paired")
     revision: str | None = None
     split: str = "test"  # our split label (train | eval ...)
     repo_url_template: str = "https://github.com/{repo}.git"
@@ -36,6 +37,8 @@ class DatasetSpec:
     split_filter: str | None = None  # keep only rows whose own `split` column has this value (mini benchmark)
     language_filter: str | None = None
     limit: int | None = None
+    # Keep only tasks whose gold patch changes one file (the file-level repair task's training data).
+    single_file_patch: bool = False
     on_bad_row: str = "error"  # error | skip
 
     @classmethod
@@ -48,6 +51,7 @@ class DatasetSpec:
             hub=source.get("hub"),
             path=source.get("path"),
             hub_split=source.get("split", "test"),
+            hub_config=source.get("config"),
             revision=source.get("revision"),
             split=entry.get("split", "test"),
             repo_url_template=entry.get("repo_url_template", cls.repo_url_template),
@@ -56,6 +60,7 @@ class DatasetSpec:
             split_filter=filters.get("split"),
             language_filter=filters.get("language"),
             limit=filters.get("limit"),
+            single_file_patch=bool(filters.get("single_file_patch", False)),
             on_bad_row=entry.get("on_bad_row", "error"),
         )
 
@@ -78,7 +83,7 @@ def read_rows(spec: DatasetSpec) -> Iterator[dict]:
         dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
     elif spec.hub:
         try:
-            dataset = datasets.load_dataset(spec.hub, split=spec.hub_split, revision=spec.revision)
+            dataset = datasets.load_dataset(spec.hub, spec.hub_config, split=spec.hub_split, revision=spec.revision)
         except Exception as error:  # the hub raises many types; all mean the same to the user
             raise DatasetError(
                 f"dataset '{spec.name}': could not load '{spec.hub}' split '{spec.hub_split}' from the hub "
@@ -244,6 +249,8 @@ def load_tasks(spec: DatasetSpec, rows: Iterable[dict] | None = None) -> LoadRes
             skipped.append({"row": index, "instance_id": row_id, "reason": str(error)})
             continue
         if wanted_ids and task.instance_id not in wanted_ids:
+            continue
+        if spec.single_file_patch and len(task.gold_patch_files()) != 1:
             continue
         if task.instance_id in seen:
             skipped.append({"row": index, "instance_id": task.instance_id, "reason": "duplicate instance_id"})

@@ -10,6 +10,10 @@
         --out predictions.jsonl
         predictions from trajectories already on disk (merging the shards)
 
+    python -m repairrl.evaluate detection --tasks T --predictions P --out DIR --run-id R
+        score detection answers against the labels: DIR/<model>.<run>.json with accuracy, per-class
+        precision/recall and pairwise metrics
+
     python -m repairrl.evaluate harness --tasks T --predictions P --out DIR --run-id R \
         [--backend auto|swebench|apptainer|local|gitbug] [--cache-dir C] [--sandbox bwrap] [--workers W] \
         [--timeout S] [--dataset D] [--work-dir W] [--gitbug-java-root G]
@@ -31,7 +35,8 @@ from pathlib import Path
 from repairrl.evaluate import harness, predictions
 from repairrl.evaluate.gitbug import GitBugJavaConfig, run_gitbug_harness
 from repairrl.grading.run_evaluation import read_predictions
-from repairrl.records import read_journal
+from repairrl.records import atomic_write, read_journal, read_jsonl
+from repairrl.singleturn.episode import TASK_KINDS, read_task_table
 from repairrl.tasks import Task, read_tasks, write_tasks
 
 
@@ -99,7 +104,7 @@ def _lora(values: list[str]) -> dict[str, str]:
 def cmd_shard(args: argparse.Namespace) -> int:
     from repairrl.evaluate.serve import VLLMServerConfig, vllm_server
 
-    tasks = predictions.select_shard(read_tasks(args.tasks), args.shard, args.num_shards)
+    tasks = predictions.select_shard(read_task_table(args.tasks, args.task), args.shard, args.num_shards)
     agent_args = list(args.agent_args)
     if agent_args[:1] == ["--"]:
         agent_args = agent_args[1:]
@@ -129,12 +134,39 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
 
 def cmd_predictions(args: argparse.Namespace) -> int:
-    tasks = read_tasks(args.tasks)
+    tasks = read_task_table(args.tasks, args.task)
     trajectories = [record for path in args.trajectories for record in read_journal(path)]
     written = predictions.write_predictions(
         args.out, predictions.predictions_for(tasks, trajectories, args.model_name)
     )
     print(f"{written} predictions for {len(tasks)} tasks -> {args.out}")
+    return 0
+
+
+def cmd_detection(args: argparse.Namespace) -> int:
+    from repairrl.data.detection import read_samples
+    from repairrl.singleturn.detection import detection_metrics
+
+    samples = read_samples(args.tasks)
+    rows = read_jsonl(args.predictions)
+    by_model: dict[str, list[dict]] = {}
+    for row in rows:
+        by_model.setdefault(row["model_name_or_path"], []).append(row)
+    labels = {sample.instance_id: sample.label for sample in samples}
+    for model_name, model_rows in by_model.items():
+        answers = [{"sample_id": r["instance_id"], "predicted": r.get("answer")} for r in model_rows]
+        summary = {
+            "task": "detection",
+            "model": model_name,
+            "run_id": args.run_id,
+            **detection_metrics(answers, samples),
+            "per_sample": {a["sample_id"]: {"label": labels.get(a["sample_id"]), "predicted": a["predicted"]}
+                           for a in answers},
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(args.out / f"{model_name}.{args.run_id}.json") as handle:
+            json.dump(summary, handle, indent=2, sort_keys=True)
+        print(f"{model_name} [detection]: accuracy {summary['accuracy']:.3f} on {summary['n']} samples")
     return 0
 
 
@@ -190,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     shard.add_argument("--shard", type=int, default=0)
     shard.add_argument("--num-shards", type=int, default=1)
     shard.add_argument("--model-name", required=True, help="model_name_or_path of the predictions")
+    shard.add_argument("--task", choices=TASK_KINDS, default="repo_repair", help="what the task table holds")
     shard.add_argument(
         "--trajectories", required=True, type=Path, help="the shard's trajectory journal (resumed)"
     )
@@ -211,8 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     preds.add_argument("--tasks", required=True, type=Path)
     preds.add_argument("--trajectories", required=True, nargs="+", type=Path)
     preds.add_argument("--model-name", required=True)
+    preds.add_argument("--task", choices=TASK_KINDS, default="repo_repair")
     preds.add_argument("--out", required=True, type=Path)
     preds.set_defaults(func=cmd_predictions)
+
+    detection = sub.add_parser("detection", help="score detection answers against the labels")
+    detection.add_argument("--tasks", required=True, type=Path, help="detection samples (tasks.jsonl)")
+    detection.add_argument("--predictions", required=True, type=Path)
+    detection.add_argument("--out", required=True, type=Path)
+    detection.add_argument("--run-id", default="repairrl")
+    detection.set_defaults(func=cmd_detection)
 
     grade = sub.add_parser("harness", help="grade predictions with a harness backend")
     grade.add_argument("--tasks", required=True, type=Path)

@@ -25,6 +25,8 @@ from repairrl.tasks import Task
 # repairrl.sft.dataset): `model_patch` is swebench's field, the others what the agent may call it.
 PATCH_KEYS = ("model_patch", "final_diff", "diff", "patch")
 PREDICTION_KEYS = ("instance_id", "model_name_or_path", "model_patch")
+# Single-turn detection episodes answer with a label instead of a patch (repairrl.singleturn.episode).
+OPTIONAL_PREDICTION_KEYS = ("answer",)
 
 
 class ShardError(ValueError):
@@ -52,11 +54,14 @@ def episode_patch(record: Mapping) -> str:
 
 
 def prediction_from_trajectory(record: Mapping, model_name: str) -> dict:
-    return {
+    prediction = {
         "instance_id": record["instance_id"],
         "model_name_or_path": model_name,
         "model_patch": episode_patch(record),
     }
+    if record.get("task_kind") == "detection":
+        prediction["answer"] = record.get("answer")
+    return prediction
 
 
 def finished_ids(journal: Iterable[Mapping]) -> set[str]:
@@ -80,7 +85,7 @@ def predictions_for(tasks: Iterable[Task], trajectories: Iterable[Mapping], mode
 
 
 def write_predictions(path: str | os.PathLike, predictions: Iterable[dict]) -> int:
-    rows = [{k: p[k] for k in PREDICTION_KEYS} for p in predictions]
+    rows = [{k: p[k] for k in (*PREDICTION_KEYS, *OPTIONAL_PREDICTION_KEYS) if k in p} for p in predictions]
     for row in rows:
         validate_record(row, "predictions", f"prediction for {row['instance_id']}")
     return write_jsonl(path, rows)

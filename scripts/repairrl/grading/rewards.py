@@ -5,6 +5,8 @@
 
 A trajectory is whatever the agent stage records, as long as its final patch can be read: an object with a
 `model_patch` attribute, a mapping with a "model_patch" key (a swebench prediction), or the patch text itself.
+The detection rewards read the model's answer text instead (`answer_text`, the same shapes), and their task is a
+detection sample (repairrl.data.detection) rather than a repair task.
 `outcome` is the GradingOutcome of `grade_with_tests`; only rewards that read test results need it, and
 `WeightedRewards.needs_tests` tells the caller whether to run the tests at all.
 """
@@ -70,12 +72,41 @@ def nonempty_patch(task: Task, trajectory: Any, outcome: GradingOutcome | None =
     return 1.0 if file_changes(final_patch(trajectory)) else 0.0
 
 
+def answer_text(trajectory: Any) -> str:
+    """The model's final answer: `answer_text` of a mapping or object, or the text itself."""
+    if trajectory is None or isinstance(trajectory, str):
+        return trajectory or ""
+    if isinstance(trajectory, Mapping):
+        return trajectory.get("answer_text") or ""
+    return getattr(trajectory, "answer_text", None) or ""
+
+
+def correct_label(task: Any, trajectory: Any, outcome: GradingOutcome | None = None) -> float:
+    """Detection: 1 if the answer's label is the sample's label (an answer with no well-formed label scores 0)."""
+    from repairrl.singleturn.detection import label_reward
+
+    return label_reward(task, answer_text(trajectory))
+
+
+def answer_format(task: Any, trajectory: Any, outcome: GradingOutcome | None = None) -> float:
+    """Detection's format reward: 1 if the answer ends with a well-formed <answer>label</answer>."""
+    from repairrl.singleturn.detection import answer_format_reward
+
+    return answer_format_reward(answer_text(trajectory))
+
+
 REWARDS: dict[str, RewardFn] = {
     "similarity": similarity,
     "resolved": resolved,
     "patch_applies": patch_applies,
     "nonempty_patch": nonempty_patch,
+    "correct_label": correct_label,
+    "answer_format": answer_format,
 }
+# The rewards each task kind can use (repairrl.singleturn.episode.TASK_KINDS).
+REPAIR_REWARDS = frozenset({"similarity", "resolved", "patch_applies", "nonempty_patch"})
+TASK_REWARDS = {"repo_repair": REPAIR_REWARDS, "file_repair": REPAIR_REWARDS,
+                "detection": frozenset({"correct_label", "answer_format"})}
 # Rewards that read a GradingOutcome, so the tests must run before they can be computed.
 NEEDS_TESTS = frozenset({"resolved", "patch_applies"})
 
@@ -119,6 +150,16 @@ class WeightedRewards:
         return RewardScore(total=total, components=components)
 
 
-def compose_rewards(weights: Mapping[str, float]) -> WeightedRewards:
-    """Rewards weighted as in the config, e.g. `{"similarity": 0.2, "resolved": 1.0}`."""
-    return WeightedRewards(weights={name: float(weight) for name, weight in weights.items()})
+def compose_rewards(weights: Mapping[str, float], task_kind: str | None = None) -> WeightedRewards:
+    """Rewards weighted as in the config, e.g. `{"similarity": 0.2, "resolved": 1.0}`; with `task_kind`, only
+    the rewards that task can compute are accepted."""
+    rewards = WeightedRewards(weights={name: float(weight) for name, weight in weights.items()})
+    if task_kind is not None:
+        allowed = TASK_REWARDS.get(task_kind, frozenset())
+        wrong = sorted(set(rewards.weights) - allowed)
+        if wrong:
+            raise UnknownRewardError(
+                f"reward(s) {', '.join(map(repr, wrong))} do not apply to task {task_kind!r}; "
+                f"it can use {', '.join(sorted(allowed))}"
+            )
+    return rewards

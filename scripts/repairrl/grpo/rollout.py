@@ -13,6 +13,9 @@ Nothing is re-tokenized. An episode longer than `max_completion_length` is cut t
 with an end-of-turn token the model did not write (masked), so that TRL does not take it for a cut-off generation.
 An episode that fails (no working copy, the sandbox does not start, the backend crashes) gets reward 0 and a
 one-token masked completion; it is recorded with its error and the step goes on.
+
+Single-turn tasks (`task_kind` file_repair or detection) run the same way with a one-turn episode of
+`repairrl.singleturn.episode` instead of the agent: no working copy, no sandbox, the answer read by the task's parser.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from repairrl.grading.rewards import compose_rewards
 from repairrl.models.backends import INPROCESS, ChatBackend, ModelTurn, SamplingParams, TokenTrace
 from repairrl.records import append_jsonl, validate_record
 from repairrl.sandbox.base import Sandbox
+from repairrl.singleturn.episode import SINGLE_TURN_KINDS, check_task_kind, make_environment, run_single_turn
 from repairrl.tasks import Task
 
 # A backend for one rollout call, built from the trainer (so it can use the current policy weights).
@@ -66,6 +70,8 @@ class RolloutConfig:
     # in its group's baseline. Off by default: a cut episode's earlier turns are still the policy's own tokens.
     mask_truncated: bool = False
     seed: int | None = None
+    task_kind: str = "repo_repair"  # or a single-turn task: file_repair, detection
+    max_file_chars: int | None = None  # file_repair: largest file shown in a prompt
 
 
 @dataclass
@@ -200,7 +206,9 @@ class AgentRollout:
                  open_sandbox: OpenSandbox | None = None, prepare_worktree: PrepareWorktree | None = None):
         self.tasks = {task.instance_id: task for task in tasks}
         self.config = config
-        self.rewards = compose_rewards(config.rewards)
+        self.rewards = compose_rewards(config.rewards, check_task_kind(config.task_kind))
+        self.single_turn = (make_environment(config.task_kind, config.cache_dir, config.max_file_chars)
+                            if config.task_kind in SINGLE_TURN_KINDS else None)
         self.backend_factory = backend_factory
         self.open_sandbox = open_sandbox or self._default_sandbox
         self.prepare_worktree = prepare_worktree or self._default_worktree
@@ -239,7 +247,8 @@ class AgentRollout:
         if record["status"] != "ok":
             components: dict[str, float | None] = dict.fromkeys(self.rewards.weights, 0.0)
         else:
-            score = self.rewards(task, {"model_patch": record["diff"]}, outcome)
+            answer = next((m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant"), "")
+            score = self.rewards(task, {"model_patch": record["diff"], "answer_text": answer}, outcome)
             components = {name: score.components.get(name) for name in self.rewards.weights}
         total = sum(self.rewards.weights[n] * (v or 0.0) for n, v in components.items())
         outcome_record = outcome.to_record() if outcome is not None else None
@@ -251,9 +260,13 @@ class AgentRollout:
         dest = scratch / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', task_id)}-{index}"
         started = time.monotonic()
         try:
-            workdir = self.prepare_worktree(task, dest)
-            with self.open_sandbox(workdir, task) as sandbox:
-                record = run_episode(task, backend, sandbox, workdir, self.config.agent, sample=index, seed=seed)
+            if self.single_turn is not None:
+                record = run_single_turn(self.single_turn, task, backend, sample=index, seed=seed,
+                                         max_new_tokens=self.config.max_new_tokens_per_turn)
+            else:
+                workdir = self.prepare_worktree(task, dest)
+                with self.open_sandbox(workdir, task) as sandbox:
+                    record = run_episode(task, backend, sandbox, workdir, self.config.agent, sample=index, seed=seed)
         except Exception as error:  # noqa: BLE001 - one episode's failure is recorded with it; the step goes on
             detail = "".join(traceback.format_exception_only(type(error), error)).strip()
             record = failed_record(task, index, backend.model_name, detail, seed=seed)
@@ -276,11 +289,16 @@ class AgentRollout:
             record["status"], record["error"] = "failed", str(error)
             return None
 
-    @staticmethod
-    def _fallback_prompt_ids(tokenizer: Any, task: Task, repo_path: str) -> list[int]:
+    def _fallback_prompt_ids(self, tokenizer: Any, task: Task) -> list[int]:
         """A failed episode's prompt: the conversation it would have started with (it is never trained on)."""
-        messages = [{"role": "system", "content": SYSTEM_PROMPT.format(repo_path=repo_path)},
-                    {"role": "user", "content": task.problem_statement}]
+        if self.single_turn is None:
+            messages = [{"role": "system", "content": SYSTEM_PROMPT.format(repo_path=self.config.agent.repo_path)},
+                        {"role": "user", "content": task.problem_statement}]
+        else:
+            try:
+                messages = self.single_turn.prompt(task).messages
+            except Exception:  # noqa: BLE001 - the prompt is what failed; any prompt will do for a masked row
+                messages = [{"role": "user", "content": task.instance_id}]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -328,7 +346,7 @@ class AgentRollout:
                 components = dict.fromkeys(components, 0.0)
                 total = 0.0
                 task = self.tasks[record["instance_id"]]
-                completion = Completion(self._fallback_prompt_ids(tokenizer, task, self.config.agent.repo_path),
+                completion = Completion(self._fallback_prompt_ids(tokenizer, task),
                                         [eos_ids[0]], [0], [0.0], truncated=False, trainable=False)
             truncated = completion.truncated or record["stop_reason"] == "max_tokens"
             episode = {
@@ -340,7 +358,8 @@ class AgentRollout:
                 "generated_tokens": sum(completion.env_mask), "tool_stats": record["tool_stats"],
                 "turns": record["tokens"]["turns"], "timings": record["timings"],
                 "episode_s": round(record.get("episode_s", 0.0), 4), "grading_s": round(grading["seconds"], 4),
-                "grading": grading["outcome"],
+                "grading": grading["outcome"], "task_kind": self.config.task_kind,
+                "answer": record.get("answer"), "answer_error": record.get("answer_error"),
             }
             validate_record(episode, "grpo_episode", f"{record['instance_id']} episode {record['sample']}")
             if self.config.episodes_path is not None:

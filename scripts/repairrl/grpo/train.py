@@ -67,7 +67,11 @@ class GRPOScriptArguments:
     model: str = field(metadata={"help": "manifest directory of the prepared model (SFT output or base)"})
     tasks: str = field(metadata={"help": "train task table (tasks.jsonl)"})
     out: str = field(metadata={"help": "output directory: checkpoints/, final/, merged/, model.json, metrics.csv"})
-    cache_dir: str = field(metadata={"help": "repository cache (python -m repairrl.repos)"})
+    cache_dir: str | None = field(default=None, metadata={"help": "repository cache (python -m repairrl.repos); "
+                                  "not needed for --task detection"})
+    task: str = field(default="repo_repair", metadata={"help": "repo_repair (the agent in a sandbox), or the "
+                      "single-turn file_repair / detection", "choices": ("repo_repair", "file_repair", "detection")})
+    max_file_chars: int | None = field(default=None, metadata={"help": "file_repair: largest file in a prompt"})
     lora: bool = field(default=True, metadata={"help": "train a LoRA adapter (the default)"})
     full: bool = field(default=False, metadata={"help": "full fine-tuning instead of LoRA"})
     resume: bool = field(default=False, metadata={"help": "continue from the last checkpoint under OUT/checkpoints"})
@@ -318,11 +322,11 @@ def rollout_config_from(args: GRPOScriptArguments, config: RepairGRPOConfig, out
     agent = AgentConfig(max_tool_calls=args.episode_max_tool_calls, timeout_s=args.episode_timeout,
                         command_timeout_s=args.command_timeout)
     return RolloutConfig(
-        cache_dir=Path(args.cache_dir), rewards=parse_rewards(args.rewards), agent=agent,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None, rewards=parse_rewards(args.rewards), agent=agent,
         max_completion_length=config.max_completion_length, max_new_tokens_per_turn=args.episode_max_new_tokens,
         sandbox=args.sandbox, unsafe=args.unsafe, workers=args.rollout_workers,
         work_root=Path(args.work_root) if args.work_root else None, episodes_path=out_dir / EPISODES,
-        seed=config.seed,
+        seed=config.seed, task_kind=args.task, max_file_chars=args.max_file_chars,
     )
 
 
@@ -342,11 +346,11 @@ def truncate_journal(path: Path, after_step: int) -> None:
 
 def train_grpo(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
     from repairrl.sft.train import export_merged_model
-    from repairrl.tasks import read_tasks
+    from repairrl.singleturn.episode import read_task_table
 
     out_dir = Path(args.out)
     lora = args.lora and not args.full
-    tasks = read_tasks(args.tasks)
+    tasks = read_task_table(args.tasks, args.task)
     resume_from = last_checkpoint(Path(config.output_dir)) if args.resume else None
     if args.resume and resume_from is None:
         print(f"--resume: no checkpoint under {config.output_dir} yet, starting from step 0", file=sys.stderr)
@@ -367,7 +371,7 @@ def train_grpo(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
         "algorithm": config.algorithm, "method": "lora" if lora else "full", "generation": config.generation,
         "global_step": trainer.state.global_step, "resumed_from": resume_from, "train_loss": result.training_loss,
         "train_seconds": round(seconds, 2), "tasks": len(tasks), "num_generations": config.num_generations,
-        "rewards": rollout_config.rewards,
+        "rewards": rollout_config.rewards, "task": args.task,
     }
     if trainer.accelerator.is_main_process:
         trainer.save_model(str(out_dir / FINAL))

@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m repairrl.report", description="The experiment's comparison report."
     )
     parser.add_argument("--experiment-dir", required=True, type=Path, help="results/<experiment>")
+    parser.add_argument("--task", choices=("repo_repair", "file_repair", "detection"), default="repo_repair",
+                        help="the task whose tables and plots are written (every task that ran gets a section)")
     parser.add_argument("--out", required=True, type=Path, help="report.md; tables and plots go beside it")
     parser.add_argument(
         "--profile", type=Path, default=DEFAULT_PROFILE, help="SLURM profile with GPU counts per rule"
@@ -29,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         "--wandb-project", help="wandb project (logged only if wandb is installed; offline by default)"
     )
     args = parser.parse_args(argv)
-    result = build_report(args.experiment_dir, args.out, args.profile, args.experiment, args.wandb_project)
+    result = build_report(args.experiment_dir, args.out, args.profile, args.experiment, args.wandb_project,
+                          args.task)
     print(
         f"{len(result['rows'])} result rows, {len(result['compute'])} rules in the compute table -> {args.out}"
     )

@@ -1,12 +1,15 @@
-"""The comparison report of one experiment, from records on disk only.
+"""The comparison report of one experiment, from records on disk only, with a section per task that ran.
 
-    results/<exp>/eval/<benchmark>/<model>/...      run summary (<model>.<run>.json, found by its keys) and
+    results/<exp>/                                  the repo_repair task; results/<exp>/<task>/ for file_repair
+                                                    and detection, each laid out as below
+    <task dir>/eval/<benchmark>/<model>/...         run summary (<model>.<run>.json, found by its keys) and
                                                     trajectory journals (*trajector*.jsonl), anywhere below
-    results/<exp>/benchmarks/<rule>/*.tsv           Snakemake's benchmark files (compute table)
-    results/<exp>/sft/**/stats.json                 SFT data statistics (rows from expert demonstrations)
+    <task dir>/benchmarks/<rule>/*.tsv              Snakemake's benchmark files (compute table)
+    <task dir>/sft/**/stats.json                    SFT data statistics (rows from expert demonstrations)
 
-Writes results.csv / results.json (workflow/schemas/results.schema.yaml), one results_<benchmark>.csv per
-benchmark, compute.csv, the plots (PNG) and report.md beside them.
+Writes, for the task being reported: results.csv / results.json (workflow/schemas/results.schema.yaml, or
+detection_results for detection), one results_<benchmark>.csv per benchmark, compute.csv, the plots (PNG) and
+report.md beside them. report.md has a section for every task of the experiment that has evaluations.
 """
 
 from __future__ import annotations
@@ -22,6 +25,16 @@ from repairrl.report.compute import compute_table, gpus_per_rule
 from repairrl.report.metrics import results_row
 
 MODEL_ORDER = ("base", "sft", "grpo")
+TASK_TITLES = {
+    "repo_repair": "Repository repair (the agent in a sandbox)",
+    "file_repair": "File-level repair (search/replace edits, one turn)",
+    "detection": "Vulnerability detection (one turn)",
+}
+DETECTION_CSV_COLUMNS = (
+    "benchmark", "model", "n", "accuracy", "format_failure_rate", "vulnerable_precision", "vulnerable_recall",
+    "vulnerable_f1", "benign_precision", "benign_recall", "benign_f1", "pairs", "pair_correct", "pair_vulnerable",
+    "pair_benign", "pair_reversed",
+)  # fmt: skip
 SUMMARY_KEYS = {"resolved_ids", "submitted_ids", "empty_patch_ids", "total_instances"}
 INSTANCE_FILES = {"report.json", "outcome.json"}
 CSV_COLUMNS = (
@@ -76,6 +89,50 @@ def collect_results(experiment_dir: Path) -> list[dict]:
             validate_record(row, "results", f"{benchmark_dir.name}/{model_dir.name}")
             rows.append(row)
     return rows
+
+
+def task_dir(experiment_dir: Path, task: str) -> Path:
+    """Where a task's outputs live: the experiment's folder for repo_repair, a folder inside it for the others."""
+    return Path(experiment_dir) if task == "repo_repair" else Path(experiment_dir) / task
+
+
+def tasks_with_results(experiment_dir: Path, current: str) -> list[str]:
+    """The tasks of the experiment that have evaluations on disk (and the task being reported, always)."""
+    return [t for t in TASK_TITLES if t == current or (task_dir(experiment_dir, t) / "eval").is_dir()]
+
+
+def collect_detection_results(experiment_dir: Path) -> list[dict]:
+    """One row per (benchmark, model) with a detection summary (python -m repairrl.evaluate detection)."""
+    rows = []
+    eval_dir = Path(experiment_dir) / "eval"
+    for path in sorted(eval_dir.glob("*/*/grading/*.json")) if eval_dir.is_dir() else []:
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if not isinstance(summary, dict) or summary.get("task") != "detection":
+            continue
+        row = {"benchmark": path.parents[2].name, "model": path.parents[1].name}
+        row.update({k: summary[k] for k in ("n", "accuracy", "format_failure_rate", "pairs", "pair_correct",
+                                            "pair_vulnerable", "pair_benign", "pair_reversed")})
+        for label, metrics in summary["per_class"].items():
+            row.update({f"{label}_{name}": metrics[name] for name in ("precision", "recall", "f1")})
+        validate_record(row, "detection_results", str(path))
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["benchmark"], model_sort_key(r["model"])))
+
+
+def edit_application(experiment_dir: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    """file_repair: per (benchmark, model), how many answers' edits applied, out of the answers given."""
+    counts = {}
+    eval_dir = Path(experiment_dir) / "eval"
+    for benchmark_dir in sorted(p for p in eval_dir.iterdir() if p.is_dir()) if eval_dir.is_dir() else []:
+        for model_dir in sorted(p for p in benchmark_dir.iterdir() if p.is_dir()):
+            answered = [r for r in find_trajectories(model_dir) if r.get("status") == "ok" and r.get("tokens", {})
+                        .get("turns")]
+            applied = sum(1 for r in answered if not r.get("answer_error"))
+            counts[(benchmark_dir.name, model_dir.name)] = (applied, len(answered))
+    return counts
 
 
 def sft_sources(experiment_dir: Path) -> dict | None:
@@ -163,6 +220,14 @@ def write_tables(out_dir: Path, rows: list[dict], compute: list[dict]) -> list[P
     return written
 
 
+def write_detection_tables(out_dir: Path, rows: list[dict], compute: list[dict]) -> list[Path]:
+    write_csv(out_dir / "results.csv", rows, DETECTION_CSV_COLUMNS)
+    with atomic_write(out_dir / "results.json") as handle:
+        handle.write(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+    write_csv(out_dir / "compute.csv", compute, ("rule", "jobs", "wall_hours", "gpus", "gpu_hours"))
+    return [out_dir / "results.csv", out_dir / "results.json", out_dir / "compute.csv"]
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
@@ -171,20 +236,10 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
-def render_markdown(
-    experiment: str,
-    rows: list[dict],
-    checks: list[dict],
-    compute: list[dict],
-    sft: dict | None,
-    plots: dict[str, str],
-) -> str:
-    lines = [f"# Report: {experiment}", ""]
-    lines += [
-        "Every number below is computed from records on disk (run summaries, trajectories, benchmark files).",
-        "",
-    ]
-    lines += ["## Resolve rate (95% Wilson CI)", ""]
+def repair_section(rows: list[dict], checks: list[dict], sft: dict | None,
+                   edits: dict[tuple[str, str], tuple[int, int]] | None = None) -> list[str]:
+    """Resolve rates, the success criterion, episode statistics and SFT data of a repair task."""
+    lines = ["### Resolve rate (95% Wilson CI)", ""]
     models = sorted({r["model"] for r in rows}, key=model_sort_key)
     lines += ["| benchmark | " + " | ".join(models) + " |", "| --- |" + " --- |" * len(models)]
     for benchmark in sorted({r["benchmark"] for r in rows}):
@@ -198,7 +253,7 @@ def render_markdown(
                 f"{_pct(row['resolve_rate_ci_high'])}] ({row['resolved']}/{row['tasks']})"
             )
         lines.append(f"| {benchmark} | " + " | ".join(cells) + " |")
-    lines += ["", "## Success criterion", ""]
+    lines += ["", "### Success criterion", ""]
     lines += ["| benchmark | criterion | comparison | lift | verdict |", "| --- | --- | --- | --- | --- |"]
     for check in checks:
         if check["met"] is None:
@@ -216,7 +271,7 @@ def render_markdown(
             comparison = f"{trained['model']} vs base"
             lift = f"{100 * check['lift']:+.1f} points"
         lines.append(f"| {check['benchmark']} | {check['criterion']} | {comparison} | {lift} | {verdict} |")
-    lines += ["", "## Episodes", ""]
+    lines += ["", "### Episodes", ""]
     lines += [
         (
             "| benchmark | model | non-empty patch | turns with a well-formed tool call | valid / attempted tool calls "
@@ -232,7 +287,13 @@ def render_markdown(
             f"{row['well_formed_tool_calls']}/{row['tool_calls']} | {_num(row['mean_turns'])} | "
             f"{_num(row['mean_tokens'], 0)} | {row['errors']} |"
         )
-    lines += ["", "### Tool use by command kind", ""]
+    if edits:
+        lines += ["", "Answers whose search/replace edits applied to the files shown:", ""]
+        lines += ["| benchmark | model | edits applied |", "| --- | --- | --- |"]
+        for (benchmark, model), (applied, answered) in sorted(edits.items()):
+            rate = _pct(applied / answered if answered else None)
+            lines.append(f"| {benchmark} | {model} | {rate} ({applied}/{answered}) |")
+    lines += ["", "#### Tool use by command kind", ""]
     kinds = sorted({k for r in rows for k in r["tool_use_by_kind"]})
     if kinds:
         lines += [
@@ -245,7 +306,7 @@ def render_markdown(
     else:
         lines.append("No tool statistics in the trajectories.")
     if sft is not None:
-        lines += ["", "## SFT data", ""]
+        lines += ["", "### SFT data", ""]
         lines.append(f"Rows kept: {sft.get('rollout', 0)} from rollouts, {sft.get('expert_demo', 0)} from scripted expert "
                      f"demonstrations ({sft['path']}).")  # fmt: skip
         if sft.get("expert_demo"):
@@ -253,7 +314,37 @@ def render_markdown(
                 "\n**Flag:** the SFT data includes expert demonstrations built from gold patches: SFT and GRPO "
                 "results measure learning from those demos, not from the model's own successful rollouts alone."
             )
-    lines += ["", "## Compute", ""]
+    return lines
+
+
+def detection_section(rows: list[dict], sft: dict | None) -> list[str]:
+    """Accuracy, per-class precision/recall and PrimeVul's pairwise metrics per benchmark and model."""
+    lines = ["### Accuracy and per-class precision / recall", ""]
+    if not rows:
+        return lines + ["No detection evaluations yet."]
+    lines += [("| benchmark | model | samples | accuracy | unreadable answers | vulnerable P / R / F1 "
+              "| benign P / R / F1 |"), "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        per_class = [" / ".join(_pct(row[f"{label}_{m}"]) for m in ("precision", "recall", "f1"))
+                     for label in ("vulnerable", "benign")]
+        lines.append(f"| {row['benchmark']} | {row['model']} | {row['n']} | {_pct(row['accuracy'])} | "
+                     f"{_pct(row['format_failure_rate'])} | {per_class[0]} | {per_class[1]} |")
+    lines += ["", "### Pairwise (vulnerable function and its patched version)", ""]
+    lines += [("| benchmark | model | pairs | P-C (both right) | P-V (both vulnerable) | P-B (both benign) "
+              "| P-R (both wrong) |"), "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        cells = " | ".join(_pct(row[k]) if row["pairs"] else "n/a"
+                           for k in ("pair_correct", "pair_vulnerable", "pair_benign", "pair_reversed"))
+        lines.append(f"| {row['benchmark']} | {row['model']} | {row['pairs']} | {cells} |")
+    if sft is not None:
+        lines += ["", "### SFT data", ""]
+        lines.append(f"Rows kept: {sft.get('rollout', 0)} from rollouts with the right label, "
+                     f"{sft.get('expert_demo', 0)} expert demonstrations built from the labels ({sft['path']}).")
+    return lines
+
+
+def compute_section(compute: list[dict]) -> list[str]:
+    lines = ["### Compute", ""]
     if compute:
         lines += [
             "| rule | jobs | wall hours | GPUs per job | GPU-hours |",
@@ -272,10 +363,24 @@ def render_markdown(
         )
     else:
         lines.append("No benchmark files yet.")
+    return lines
+
+
+def render_markdown(experiment: str, sections: dict[str, list[str]], plots: dict[str, str]) -> str:
+    lines = [f"# Report: {experiment}", ""]
+    lines += [
+        "Every number below is computed from records on disk (run summaries, trajectories, benchmark files).",
+        "",
+    ]
+    for task, section in sections.items():
+        lines += [f"## {TASK_TITLES[task]}", "", f"Task `{task}`.", "", *section, ""]
     if plots:
-        lines += ["", "## Plots", ""]
+        lines += ["## Plots", ""]
         lines += [f"![{title}]({name})" for title, name in plots.items()]
     return "\n".join(lines) + "\n"
+
+
+
 
 
 def build_report(
@@ -284,24 +389,41 @@ def build_report(
     profile: Path,
     experiment: str | None = None,
     wandb_project: str | None = None,
+    task: str = "repo_repair",
 ) -> dict:
+    """The report of `task` (its tables and plots) with a section for every task of the experiment that ran."""
     from repairrl.report import plots, tracking
 
     experiment_dir, out = Path(experiment_dir), Path(out)
     out_dir = out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = collect_results(experiment_dir)
-    compute = compute_table(
-        experiment_dir / "benchmarks", gpus_per_rule(profile) if Path(profile).exists() else {}
-    )
-    checks = success_checks(rows)
-    sft = sft_sources(experiment_dir)
-    tables = write_tables(out_dir, rows, compute)
-    figures = plots.draw_all(rows, out_dir) if rows else {}
-    name = experiment or experiment_dir.name
+    gpus = gpus_per_rule(profile) if Path(profile).exists() else {}
+    sections, current = {}, {}
+    for name in tasks_with_results(experiment_dir, task):
+        directory = task_dir(experiment_dir, name)
+        compute = compute_table(directory / "benchmarks", gpus)
+        sft = sft_sources(directory)
+        if name == "detection":
+            rows, checks = collect_detection_results(directory), []
+            sections[name] = detection_section(rows, sft)
+        else:
+            rows = collect_results(directory)
+            checks = success_checks(rows)
+            edits = edit_application(directory) if name == "file_repair" else None
+            sections[name] = repair_section(rows, checks, sft, edits)
+        sections[name] += ["", *compute_section(compute)]
+        if name == task:
+            current = {"rows": rows, "checks": checks, "compute": compute}
+    rows, compute = current["rows"], current["compute"]
+    if task == "detection":
+        tables = write_detection_tables(out_dir, rows, compute)
+        figures = plots.draw_detection(rows, out_dir) if rows else {}
+    else:
+        tables = write_tables(out_dir, rows, compute)
+        figures = plots.draw_all(rows, out_dir) if rows else {}
+    name = experiment or (experiment_dir.name if task == "repo_repair" else f"{experiment_dir.name} ({task})")
     with atomic_write(out) as handle:
-        handle.write(
-            render_markdown(name, rows, checks, compute, sft, {t: p.name for t, p in figures.items()})
-        )
-    tracking.log_to_wandb(name, rows, compute, project=wandb_project)
-    return {"rows": rows, "checks": checks, "compute": compute, "tables": tables, "plots": figures}
+        handle.write(render_markdown(name, sections, {t: p.name for t, p in figures.items()}))
+    if task != "detection":
+        tracking.log_to_wandb(name, rows, compute, project=wandb_project)
+    return {**current, "tables": tables, "plots": figures, "tasks": list(sections)}

@@ -12,6 +12,9 @@ FIGURES = {
 }
 
 
+DETECTION_FIGURES = {"Detection accuracy and pairwise accuracy (P-C)": "detection_accuracy.png"}
+
+
 def _pyplot():
     import matplotlib
 
@@ -87,5 +90,20 @@ def draw_all(rows: list[dict], out_dir: Path) -> dict[str, Path]:
     _grouped(axes[1], rows, lambda r: r["mean_tokens"], ylabel="tokens per episode")
     fig.tight_layout()
     fig.savefig(paths["Turns and tokens per episode"], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def draw_detection(rows: list[dict], out_dir: Path) -> dict[str, Path]:
+    """Accuracy and pairwise accuracy per benchmark and model, side by side."""
+    plt = _pyplot()
+    paths = {title: Path(out_dir) / name for title, name in DETECTION_FIGURES.items()}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    _grouped(axes[0], rows, lambda r: r["accuracy"], ylabel="accuracy")
+    _grouped(axes[1], rows, lambda r: r["pair_correct"] if r["pairs"] else None, ylabel="pairwise accuracy (P-C)")
+    for ax in axes:
+        ax.set_ylim(0, 1)
+    fig.tight_layout()
+    fig.savefig(paths["Detection accuracy and pairwise accuracy (P-C)"], dpi=120)
     plt.close(fig)
     return paths

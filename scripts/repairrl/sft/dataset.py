@@ -5,8 +5,8 @@
         [--expert-demos demos.jsonl]
 
 Criteria: `similarity` (the reference: diff similarity of the episode's final patch to the gold patch, computed
-here when `--tasks` is given, else read from the record) and `resolved` (the tests pass; read from the record,
-1.0 or 0.0). An episode passes when its reward is at least the threshold. Per task the best passing episode is
+here when `--tasks` is given, else read from the record), `resolved` (the tests pass; read from the record,
+1.0 or 0.0) and, for the detection task, `correct_label` (the answer's label is the sample's; computed here). An episode passes when its reward is at least the threshold. Per task the best passing episode is
 kept; ties go to the shorter episode (fewer messages), then to the one read first.
 
 A task with no passing rollout takes its expert demonstration (`repairrl.sft.expert`) when one is given: rows are
@@ -32,7 +32,7 @@ from repairrl.records import atomic_write, read_jsonl, validate_record
 
 ROLLOUT_SOURCE = "rollout"
 EXPERT_SOURCE = "expert_demo"
-CRITERIA = ("similarity", "resolved")
+CRITERIA = ("similarity", "resolved", "correct_label")
 # Keys under which a trajectory record may carry its final patch, in order of preference; `model_patch` is
 # swebench's prediction field, the others what an agent might call it.
 PATCH_KEYS = ("model_patch", "final_diff", "diff", "patch")
@@ -65,12 +65,21 @@ def _recorded_score(record: Mapping, name: str) -> float | None:
     return None
 
 
-def episode_reward(record: Mapping, criterion: str, gold_patch: str | None = None) -> float:
+def episode_reward(record: Mapping, criterion: str, gold_patch: str | None = None, item=None) -> float:
     """The episode's reward under `criterion`, in [0, 1].
 
     `similarity` is computed from the final patch when the gold patch is known (so every episode is scored the
     same way), else read from the record; `resolved` needs a test outcome, so it is always read from the record.
     """
+    if criterion == "correct_label":
+        if item is None:
+            raise TrajectoryRecordError(f"criterion correct_label needs the samples (--tasks) for "
+                                        f"{record.get('instance_id', '?')!r}")
+        from repairrl.grading.rewards import correct_label
+
+        answer = next((m.get("content") or "" for m in reversed(record.get("messages") or [])
+                       if m.get("role") == "assistant"), "")
+        return correct_label(item, answer)
     if criterion == "similarity" and gold_patch is not None:
         from repairrl.grading.similarity import diff_similarity
 
@@ -154,6 +163,7 @@ def select_sft_rows(
     gold_patches: Mapping[str, str] | None = None,
     repos: Mapping[str, str] | None = None,
     expert_demos: list[dict] | None = None,
+    items: Mapping[str, object] | None = None,
 ) -> tuple[list[dict], dict]:
     """(rows, stats): the SFT rows, one per task, and the statistics written beside them.
 
@@ -171,7 +181,8 @@ def select_sft_rows(
         repos.setdefault(record["instance_id"], record.get("repo") or "unknown")
         normalized = {**record, "messages": chat_messages(record, where), "_index": index}
         scored.append(
-            (episode_reward(record, criterion, gold_patches.get(record["instance_id"])), normalized)
+            (episode_reward(record, criterion, gold_patches.get(record["instance_id"]),
+                            (items or {}).get(record["instance_id"])), normalized)
         )
     best, best_seen = best_episodes(scored, threshold)
 
@@ -267,17 +278,20 @@ def build_sft_dataset(
     criterion: str = "similarity",
     tasks_path: Path | None = None,
     expert_demos_path: Path | None = None,
+    task_kind: str = "repo_repair",
 ) -> dict:
-    gold_patches, repos = {}, {}
+    gold_patches, repos, items = {}, {}, {}
     if tasks_path is not None:
-        from repairrl.tasks import read_tasks
+        from repairrl.singleturn.episode import read_task_table
 
-        for task in read_tasks(tasks_path):
-            gold_patches[task.instance_id] = task.gold_patch
+        for task in read_task_table(tasks_path, task_kind):
+            items[task.instance_id] = task
             repos[task.instance_id] = task.repo
+            if task_kind != "detection":
+                gold_patches[task.instance_id] = task.gold_patch
     trajectories = [record for path in trajectory_paths for record in read_jsonl(path)]
     demos = read_jsonl(expert_demos_path) if expert_demos_path else None
-    rows, stats = select_sft_rows(trajectories, threshold, criterion, gold_patches, repos, demos)
+    rows, stats = select_sft_rows(trajectories, threshold, criterion, gold_patches, repos, demos, items)
     for row in rows:
         validate_record(row, "sft_example", f"SFT row {row['instance_id']}")
     validate_record(stats, "sft_stats", str(stats_path))
@@ -297,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threshold", type=float, default=0.8, help="minimum reward kept (default 0.8)")
     parser.add_argument("--criterion", choices=CRITERIA, default="similarity")
+    parser.add_argument("--task", choices=("repo_repair", "file_repair", "detection"), default="repo_repair",
+                        help="what the task table holds")
     parser.add_argument(
         "--expert-demos", type=Path, help="scripted demos (repairrl.sft.expert) for tasks left out"
     )
@@ -312,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             args.criterion,
             args.tasks,
             args.expert_demos,
+            args.task,
         )
     except EmptySFTDatasetError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repairrl.records import write_jsonl
-from repairrl.tasks import Task, read_tasks
+from repairrl.singleturn.episode import TASK_KINDS, read_task_table
+from repairrl.tasks import Task
 
 SHELL_TOOL = "shell"
 APPLY_PATCH_TOOL = "apply_patch"
@@ -190,34 +191,44 @@ def expert_demo(task: Task, read_file: Callable[[str], str], system_prompt: str 
     }
 
 
-def base_file_reader(cache_dir: Path, task: Task) -> Callable[[str], str]:
-    """Read files of the task's base commit straight from its cache entry (no working copy needed)."""
-    from repairrl.repos import fetch_base_commit
+def single_turn_demo(kind: str, item, cache_dir: Path | None) -> dict:
+    """The answer a single-turn task wants, after the same prompt its episodes see."""
+    from repairrl.singleturn.episode import make_environment
 
-    entry = fetch_base_commit(Path(cache_dir), task)
+    environment = make_environment(kind, cache_dir)
+    prompt = environment.prompt(item)
+    if kind == "file_repair":
+        from repairrl.singleturn.file_repair import expert_answer
 
-    def read_file(path: str) -> str:
-        completed = subprocess.run(
-            ["git", "--git-dir", str(entry), "show", f"{task.base_commit}:{path}"],
-            capture_output=True,
-            check=False,
-        )
-        if completed.returncode != 0:
-            raise ExpertDemoError(f"{path} is not in {task.repo}@{task.base_commit[:12]}")
-        return completed.stdout.decode("utf-8", errors="replace")
+        answer = expert_answer(item, prompt.context)
+    else:
+        weakness = f"The function has a {', '.join(item.cwe)} weakness." if item.cwe else "The function is unsafe."
+        reason = weakness if item.label == "vulnerable" else "The function checks what it needs to; I see no flaw."
+        answer = f"{reason}\n<answer>{item.label}</answer>"
+    return {
+        "instance_id": item.instance_id,
+        "repo": item.repo,
+        "source": EXPERT_SOURCE,
+        "messages": [*prompt.messages, {"role": "assistant", "content": answer}],
+        "model_patch": item.gold_patch if kind == "file_repair" else "",
+        "stop_reason": "no_tool_call",
+    }
 
-    return read_file
 
-
-def build_expert_demos(tasks: list[Task], cache_dir: Path) -> tuple[list[dict], list[dict]]:
+def build_expert_demos(tasks: list, cache_dir: Path | None, kind: str = "repo_repair") -> tuple[list[dict], list[dict]]:
     """(demos, failures): a task whose gold patch has no scripted demo is recorded with its reason."""
-    from repairrl.repos import RepoFetchError
+    from repairrl.repos import RepoFetchError, base_file_reader
+    from repairrl.singleturn.file_repair import FileRepairError
+    from repairrl.singleturn.search_replace import EditError
 
     demos, failures = [], []
     for task in tasks:
         try:
-            demos.append(expert_demo(task, base_file_reader(cache_dir, task)))
-        except (ExpertDemoError, RepoFetchError, OSError) as error:  # recorded; the other tasks go on
+            if kind == "repo_repair":
+                demos.append(expert_demo(task, base_file_reader(cache_dir, task)))
+            else:
+                demos.append(single_turn_demo(kind, task, cache_dir))
+        except (ExpertDemoError, RepoFetchError, FileRepairError, EditError, OSError) as error:  # recorded; go on
             failures.append({"instance_id": task.instance_id, "error": f"{type(error).__name__}: {error}"})
     return demos, failures
 
@@ -227,12 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tasks", required=True, type=Path, help="task table (tasks.jsonl) of the training set"
     )
-    parser.add_argument(
-        "--cache-dir", required=True, type=Path, help="repository cache (results/cache/repos)"
-    )
+    parser.add_argument("--cache-dir", type=Path, help="repository cache (results/cache/repos); repair tasks")
+    parser.add_argument("--task", choices=TASK_KINDS, default="repo_repair")
     parser.add_argument("--out", required=True, type=Path, help="demos.jsonl to write")
     args = parser.parse_args(argv)
-    demos, failures = build_expert_demos(read_tasks(args.tasks), args.cache_dir)
+    demos, failures = build_expert_demos(read_task_table(args.tasks, args.task), args.cache_dir, args.task)
     write_jsonl(args.out, demos)
     for failure in failures:
         print(f"{failure['instance_id']}: no demonstration: {failure['error']}", file=sys.stderr)

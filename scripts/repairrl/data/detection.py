@@ -1,0 +1,253 @@
+"""Vulnerability-detection samples (one C/C++ function and its label) and their loaders.
+
+PrimeVul rows (the hub copies and the released JSONL files) carry `idx`, `project`, `commit_id`, `target`
+(1 vulnerable, 0 benign), `func`, `cwe`, `cve`, `file_name`, ...; the bundled set (`detection_mini`) uses the
+same row format plus a `split` column. Every quirk of those rows ends here; later stages see DetectionSample.
+
+PrimeVul's paired files hold a vulnerable function next to its patched version (same project, commit and
+function name). The loader gives both the same `pair_id`, so evaluation can report PrimeVul's pairwise scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from repairrl.data.loaders import DatasetError, DatasetSpec, read_rows
+from repairrl.records import read_jsonl, validate_record, write_jsonl
+
+DETECTION_FORMATS = ("primevul", "detection-mini")
+DETECTION_LANGUAGES = ("c", "cpp")
+LABEL_OF_TARGET = {0: "benign", 1: "vulnerable"}
+CPP_SUFFIXES = (".cc", ".cpp", ".cxx", ".c++", ".hh", ".hpp", ".hxx")
+# Dataset fields worth keeping with a sample; the rest (hashes of whole files, NVD urls) only add weight.
+EXTRA_FIELDS = ("idx", "cve", "cve_desc", "file_name", "func_hash", "commit_url", "commit_message")
+
+
+@dataclass(frozen=True)
+class DetectionSample:
+    sample_id: str
+    dataset: str
+    code: str
+    label: str  # vulnerable | benign
+    cwe: list[str]
+    project: str | None
+    commit_id: str | None
+    pair_id: str | None
+    language: str = "c"
+    split: str = "test"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict, where: str = "detection sample") -> DetectionSample:
+        validate_record(record, "detection_sample", where)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+    # Trajectory, episode and prediction records are keyed by `instance_id` and name a `repo`, whatever the
+    # task; these let a sample stand where a repair task does, without writing the fields twice on disk.
+    @property
+    def instance_id(self) -> str:
+        return self.sample_id
+
+    @property
+    def repo(self) -> str:
+        return self.project or self.dataset
+
+
+def write_samples(path: str | Path, samples: Iterable[DetectionSample]) -> int:
+    return write_jsonl(path, (s.to_record() for s in samples))
+
+
+def read_samples(path: str | Path) -> list[DetectionSample]:
+    records = read_jsonl(path)
+    return [DetectionSample.from_record(r, where=f"{path}:{i}") for i, r in enumerate(records, start=1)]
+
+
+class DetectionLoadResult(NamedTuple):
+    samples: list[DetectionSample]
+    skipped: list[dict]  # {"row": index, "instance_id": sample id, "reason": ...}, as load_tasks writes them
+
+
+# The identifier right before the signature's first "(", C++ qualified names (Foo::bar, Foo::~Foo) included.
+_NAME_BEFORE_PAREN = re.compile(r"([A-Za-z_~][\w:~]*)\s*\(")
+_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.DOTALL)
+# Words that can precede the function name's "(" in a signature without being the name.
+_NOT_A_NAME = {"__attribute__", "__declspec", "alignas", "__attribute", "defined", "sizeof"}
+
+
+def function_name(code: str) -> str | None:
+    """The function's name from its signature (the text before the body's first "{"), or None if not found."""
+    header = _COMMENT.sub(" ", code).split("{", 1)[0]
+    for match in _NAME_BEFORE_PAREN.finditer(header):
+        name = match.group(1)
+        if name not in _NOT_A_NAME:
+            return name
+    return None
+
+
+def _label(row: dict, where: str) -> str:
+    target = row.get("target")
+    # bool before int: True is an int too, and PrimeVul derivatives store the label either way.
+    if isinstance(target, bool):
+        return "vulnerable" if target else "benign"
+    if isinstance(target, int) and target in LABEL_OF_TARGET:
+        return LABEL_OF_TARGET[target]
+    if isinstance(target, str) and target.strip() in ("0", "1"):
+        return LABEL_OF_TARGET[int(target.strip())]
+    if target is None:
+        raise DatasetError(f"{where}: missing field 'target'")
+    raise DatasetError(f"{where}: field 'target' must be 1 (vulnerable) or 0 (benign), got {target!r}")
+
+
+def _cwe_list(row: dict, where: str) -> list[str]:
+    """PrimeVul stores a list; some copies store a JSON-encoded list or one bare id: accept all three."""
+    value = row.get("cwe")
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as error:
+                message = f"{where}: field 'cwe' is a string but not a JSON list ({error})"
+                raise DatasetError(message) from error
+        else:
+            value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise DatasetError(f"{where}: field 'cwe' must be a list of CWE ids, got {value!r}")
+    return [item.strip() for item in value if item.strip()]
+
+
+def _optional_str(row: dict, name: str) -> str | None:
+    value = row.get(name)
+    return None if value in (None, "") else str(value)
+
+
+def _language(row: dict) -> str:
+    if row.get("language") in DETECTION_LANGUAGES:
+        return row["language"]
+    file_name = (row.get("file_name") or "").lower()
+    return "cpp" if file_name.endswith(CPP_SUFFIXES) else "c"
+
+
+def _sample_id(row: dict, spec: DatasetSpec) -> str | None:
+    if row.get("sample_id"):
+        return str(row["sample_id"])
+    if row.get("idx") is None:
+        return None
+    # Some PrimeVul derivatives drop `project`; the dataset name keeps their ids unique all the same.
+    return f"{row.get('project') or spec.name}-{row['idx']}"
+
+
+def primevul_sample(row: dict, spec: DatasetSpec, where: str) -> DetectionSample:
+    """One PrimeVul-format row (PrimeVul itself, and the bundled set) as a sample; pair ids are set later."""
+    sample_id = _sample_id(row, spec)
+    if sample_id is None:
+        raise DatasetError(f"{where}: missing field 'idx' (or an explicit 'sample_id')")
+    code = row.get("func")
+    if code is None or (isinstance(code, str) and not code.strip()):
+        raise DatasetError(f"{where}: missing field 'func' (the function's code), or it is empty")
+    if not isinstance(code, str):
+        raise DatasetError(f"{where}: field 'func' must be the function's code, got {type(code).__name__}")
+    extra = {k: row[k] for k in EXTRA_FIELDS if row.get(k) not in (None, "")}
+    extra["function_name"] = function_name(code)
+    return DetectionSample(
+        sample_id=sample_id,
+        dataset=spec.name,
+        code=code,
+        label=_label(row, where),
+        cwe=_cwe_list(row, where),
+        project=_optional_str(row, "project"),
+        commit_id=_optional_str(row, "commit_id"),
+        pair_id=_optional_str(row, "pair_id"),
+        language=_language(row),
+        split=spec.split,
+        extra=extra,
+    )
+
+
+def assign_pair_ids(samples: list[DetectionSample]) -> list[DetectionSample]:
+    """Give a vulnerable function and its patched version (same project, commit, function name) one pair id.
+
+    A group is a pair only when it holds exactly one vulnerable and one benign function; anything else is
+    ambiguous and stays unpaired. Samples that came with an explicit `pair_id` keep it and are not regrouped.
+    """
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for position, sample in enumerate(samples):
+        name = sample.extra.get("function_name")
+        if sample.pair_id is None and sample.project and sample.commit_id and name:
+            groups.setdefault((sample.project, sample.commit_id, name), []).append(position)
+    paired = list(samples)
+    for (project, commit_id, name), positions in groups.items():
+        labels = sorted(samples[p].label for p in positions)
+        if labels != ["benign", "vulnerable"]:
+            continue
+        pair_id = f"{project}-{commit_id[:12]}-{name}"
+        for p in positions:
+            paired[p] = dataclasses.replace(samples[p], pair_id=pair_id)
+    return paired
+
+
+def _rows_of(spec: DatasetSpec) -> Iterable[dict]:
+    if spec.format == "detection-mini" and not (spec.path or spec.hub):
+        from repairrl.data.detection_mini import detection_mini_rows
+
+        return detection_mini_rows()
+    return read_rows(spec)
+
+
+def load_detection_samples(spec: DatasetSpec, rows: Iterable[dict] | None = None) -> DetectionLoadResult:
+    """Convert rows to samples, applying the config's filters; bad rows raise or are skipped with a reason.
+
+    Filters: `split_filter` (the row's own `split` column), `repos` (PrimeVul's `project`), `language_filter`,
+    `instance_ids` (sample ids) and `limit`. Pairs are found among the samples kept, so a filter or limit that
+    drops one member leaves the other unpaired (its pair could not be scored anyway). The "detection-mini"
+    format reads the bundled set unless the spec names a source.
+    """
+    if spec.format not in DETECTION_FORMATS:
+        known = ", ".join(DETECTION_FORMATS)
+        raise DatasetError(f"dataset '{spec.name}': unknown detection format '{spec.format}' ({known})")
+    if spec.on_bad_row not in ("error", "skip"):
+        raise DatasetError(f"dataset '{spec.name}': on_bad_row must be 'error' or 'skip'")
+    wanted_ids = set(spec.instance_ids)
+    samples: list[DetectionSample] = []
+    skipped: list[dict] = []
+    seen: set[str] = set()
+    for index, row in enumerate(_rows_of(spec) if rows is None else rows):
+        if spec.split_filter is not None and row.get("split") != spec.split_filter:
+            continue
+        if spec.repos and row.get("project") not in spec.repos:
+            continue
+        row_id = _sample_id(row, spec) or "?"
+        where = f"dataset '{spec.name}' row {index} ({row_id})"
+        try:
+            sample = primevul_sample(row, spec, where)
+            # The schema catches what the conversion lets through, e.g. a malformed commit id.
+            DetectionSample.from_record(sample.to_record(), where=where)
+        except (DatasetError, ValueError, KeyError, TypeError) as error:
+            if spec.on_bad_row == "error":
+                hint = "Fix the row, or set on_bad_row: skip for this dataset."
+                raise DatasetError(f"{error}. {hint}") from error
+            skipped.append({"row": index, "instance_id": row_id, "reason": str(error)})
+            continue
+        if spec.language_filter is not None and sample.language != spec.language_filter:
+            continue
+        if wanted_ids and sample.sample_id not in wanted_ids:
+            continue
+        if sample.sample_id in seen:
+            skipped.append({"row": index, "instance_id": sample.sample_id, "reason": "duplicate sample_id"})
+            continue
+        seen.add(sample.sample_id)
+        samples.append(sample)
+        if spec.limit is not None and len(samples) >= spec.limit:
+            break
+    return DetectionLoadResult(samples=assign_pair_ids(samples), skipped=skipped)

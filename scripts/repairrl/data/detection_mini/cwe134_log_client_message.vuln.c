@@ -1,0 +1,8 @@
+void log_client_message(FILE *log, const char *client, const char *message)
+{
+    char line[512];
+
+    snprintf(line, sizeof(line), "[%s] %s\n", client, message);
+    fprintf(log, line);
+    fflush(log);
+}

@@ -1,0 +1,13 @@
+void session_close(struct session **list, struct session *s)
+{
+    struct session **link = list;
+
+    while (*link != NULL && *link != s)
+        link = &(*link)->next;
+    if (*link != NULL)
+        *link = s->next;
+    fprintf(stderr, "session %u closed\n", s->id);
+    close(s->fd);
+    free(s->peer);
+    free(s);
+}

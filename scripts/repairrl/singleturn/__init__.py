@@ -1,0 +1,1 @@
+"""Single-turn tasks: one prompt, one answer, no tools (file-level repair with search/replace edits, detection)."""
