@@ -9,6 +9,7 @@ read back from the scheduler with `scontrol show job`, which keeps finished jobs
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from repairrl.records import read_jsonl
 
 from .conftest import REPO_ROOT
 
@@ -427,11 +429,27 @@ def test_data_stage_asks_the_cluster_for_the_profiles_allocations(cluster, tmp_p
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_every_rule_of_the_embedded_dag_runs_on_the_cluster_with_its_allocation(cluster, tmp_path):
-    jobs = run_embedded_dag(tmp_path, timeout=1500, overrides=SMALLEST_EMBEDDED_RUN)
+    # The file-level repair task: its DAG has every rule (the repository cache and test grading included) and
+    # its single-turn episodes are the cheapest way through all of them; the agent's DAG runs in test_workflow.
+    jobs = run_embedded_dag(tmp_path, timeout=1500, overrides={**SMALLEST_EMBEDDED_RUN, "task": "file_repair"})
     rules_run = {job.rule for job in jobs}
     profile = yaml.safe_load((REPO_ROOT / "profiles" / "slurm" / "config.yaml").read_text())
     assert rules_run == set(profile["set-resources"]), "every rule of the DAG goes through sbatch once at least"
     gpus = {job.rule: job.gpus for job in jobs}
     assert (gpus["sft_rollouts"], gpus["sft"], gpus["grpo"], gpus["evaluate_shard"]) == (1, 2, 3, 1)
-    report = tmp_path / "results" / "embedded" / "report" / "report.md"
-    assert "| benchmark | base | sft | grpo |" in report.read_text()
+    results = tmp_path / "results" / "embedded" / "file_repair"
+    report = (results / "report" / "report.md").read_text()
+    assert "## File-level repair (search/replace edits, one turn)" in report
+    assert "| benchmark | base | sft | grpo |" in report and "edits applied" in report
+    from repairrl.singleturn.file_repair import is_single_file
+    from repairrl.tasks import read_tasks
+
+    train = read_tasks(results / "data" / "mini_train" / "tasks.jsonl")
+    assert len(train) == 2 and all(is_single_file(task) for task in train), "file-level training data"
+    for model in ("base", "sft", "grpo"):
+        model_dir = results / "eval" / "mini_eval_python" / model
+        journal = read_jsonl(model_dir / "journal" / "trajectories-0.jsonl")
+        assert [(r["task_kind"], r["tokens"]["turns"], r["tool_calls"]) for r in journal] == [("file_repair", 1, [])]
+        assert (model_dir / "grading" / f"{model}.eval.json").is_file(), "graded with the tests, like the agent"
+    summary = json.loads((results / "models" / "grpo" / "train_summary.json").read_text())
+    assert summary["task"] == "file_repair" and summary["global_step"] == 1

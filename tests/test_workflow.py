@@ -120,19 +120,12 @@ def test_deleting_one_output_reruns_only_its_dependents(embedded_run):
     assert "dataset=mini_train" not in output and "dataset=mini_eval_python" not in output
 
 
-# The single-turn tasks at their smallest: every rule of their DAG runs, on a few tasks, with one training step.
-SINGLE_TURN_RUNS = {
-    "file_repair": {
-        "datasets": {"mini_train": {"filters": {"split": "train", "limit": 3}},
-                     "mini_eval_python": {"filters": {"split": "eval", "language": "python", "limit": 2}},
-                     "mini_eval_java": {"filters": {"split": "eval", "language": "java", "limit": 1}}},
-    },
-    "detection": {
-        "datasets": {"mini_detection_train": {"filters": {"split": "train", "limit": 4}},
-                     "mini_detection_eval": {"filters": {"split": "eval", "limit": 4}}},
-    },
-}
-SMALLEST_TRAINING = {
+# The detection task at its smallest: every rule of its DAG runs, on a few samples, with one training step. (The
+# file-level repair task runs end to end through the SLURM test cluster: tests/test_slurm_cluster.py.)
+SMALLEST_DETECTION_RUN = {
+    "task": "detection",
+    "datasets": {"mini_detection_train": {"filters": {"split": "train", "limit": 4}},
+                 "mini_detection_eval": {"filters": {"split": "eval", "limit": 4}}},
     "agent": {"max_new_tokens": 48, "workers": 2},
     "sft": {"samples": 1, "train": {"max_steps": 1, "save_steps": 1, "max_length": 768}},
     "grpo": {"train": {"max_steps": 1, "save_steps": 1, "num_generations": 2, "tasks_per_step": 1,
@@ -149,44 +142,27 @@ def merged(base: dict, override: dict) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["file_repair", "detection"])
-def test_single_turn_task_runs_end_to_end_beside_the_main_task(task, embedded_run):
-    """`--config task=<task>` on the embedded default: its own DAG, the study's base model, a report section each."""
+def test_detection_task_runs_end_to_end_beside_the_main_task(embedded_run):
+    """`--config task=detection` on the embedded default: its own DAG, the study's base model, a section per task."""
     root = embedded_run["root"]
-    config = yaml.safe_load((root / "config.yaml").read_text())
-    config = merged(merged(config, SMALLEST_TRAINING), SINGLE_TURN_RUNS[task])
-    (root / f"{task}.yaml").write_text(yaml.safe_dump(config))
-    completed = snakemake("--profile", "profiles/local", "--cores", "2", "--configfile", str(root / f"{task}.yaml"),
-                          "--config", f"task={task}")
+    config = merged(yaml.safe_load((root / "config.yaml").read_text()), SMALLEST_DETECTION_RUN)
+    (root / "detection.yaml").write_text(yaml.safe_dump(config))
+    completed = snakemake("--profile", "profiles/local", "--cores", "2", "--configfile", str(root / "detection.yaml"),
+                          "--config", "task=detection")
     assert completed.returncode == 0, completed.stderr[-4000:]
     ran = job_counts(completed.stdout + completed.stderr)
-    assert "prepare_model" not in ran and "mini_benchmark" not in ran, "the study's base model is shared"
-    assert ran["sft"] == ran["grpo"] == ran["report"] == 1
-    results = embedded_run["results"] / task
+    assert "prepare_model" not in ran, "the study's base model is shared by its tasks"
+    assert "cache" not in ran and "mini_benchmark" not in ran, "detection samples carry their code"
+    assert ran["sft"] == ran["grpo"] == ran["report"] == 1 and ran["evaluate_shard"] == 3
+    results = embedded_run["results"] / "detection"
     report = (results / "report" / "report.md").read_text()
+    assert "## Vulnerability detection (one turn)" in report
     assert "## Repository repair (the agent in a sandbox)" in report, "the main task's section is there too"
-    models = ("base", "sft", "grpo")
-    if task == "file_repair":
-        assert "## File-level repair (search/replace edits, one turn)" in report
-        from repairrl.singleturn.file_repair import is_single_file
-        from repairrl.tasks import read_tasks
-
-        train = read_tasks(results / "data" / "mini_train" / "tasks.jsonl")
-        assert train and all(is_single_file(t) for t in train)
-        assert ran["cache"] == 3
-        for model in models:
-            journal = read_jsonl(results / "eval" / "mini_eval_python" / model / "journal" / "trajectories-0.jsonl")
-            assert len(journal) == 2 and {r["task_kind"] for r in journal} == {"file_repair"}
-            assert all(r["tokens"]["turns"] == 1 and r["tool_calls"] == [] for r in journal)
-            assert (results / "eval" / "mini_eval_python" / model / "grading" / f"{model}.eval.json").is_file()
-        assert "edits applied" in report
-    else:
-        assert "## Vulnerability detection (one turn)" in report and "cache" not in ran
-        rows = json.loads((results / "report" / "results.json").read_text())
-        assert [(r["model"], r["n"]) for r in rows] == [(m, 4) for m in models]
-        assert (results / "report" / "detection_accuracy.png").stat().st_size > 1000
+    rows = json.loads((results / "report" / "results.json").read_text())
+    assert [(r["model"], r["n"]) for r in rows] == [("base", 4), ("sft", 4), ("grpo", 4)]
+    assert (results / "report" / "detection_accuracy.png").stat().st_size > 1000
     summary = json.loads((results / "models" / "grpo" / "train_summary.json").read_text())
-    assert summary["task"] == task and summary["global_step"] == 1
+    assert summary["task"] == "detection" and summary["global_step"] == 1
 
 
 def test_dry_run_of_the_14b_study_plans_fetch_and_cache_of_all_three_datasets():

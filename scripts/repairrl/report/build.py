@@ -290,7 +290,7 @@ def repair_section(rows: list[dict], checks: list[dict], sft: dict | None,
     if edits:
         lines += ["", "Answers whose search/replace edits applied to the files shown:", ""]
         lines += ["| benchmark | model | edits applied |", "| --- | --- | --- |"]
-        for (benchmark, model), (applied, answered) in sorted(edits.items()):
+        for (benchmark, model), (applied, answered) in sorted(edits.items(), key=lambda item: (item[0][0], model_sort_key(item[0][1]))):
             rate = _pct(applied / answered if answered else None)
             lines.append(f"| {benchmark} | {model} | {rate} ({applied}/{answered}) |")
     lines += ["", "#### Tool use by command kind", ""]
