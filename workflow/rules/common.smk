@@ -27,7 +27,8 @@ def package_sources(folder):
 
 
 MINI_TASK_SOURCES = package_sources("data/mini")
-DETECTION_MINI_SOURCES = package_sources("data/detection_mini") + package_sources("data/detection_mini.py")
+DETECTION_MINI_SOURCES = [*package_sources("data/detection_mini"),
+                          str(Path(workflow.basedir, "..", "scripts/repairrl/data/detection_mini.py").resolve())]
 CACHE = config["cache"]
 PATHS = config.get("paths", {})
 # Jobs inherit this process's environment (locally, and through `sbatch --export=ALL`), so one setting here puts
