@@ -2,7 +2,17 @@
 
 A cache entry holds the base commit alone (`git init --bare` + remote + `fetch --depth 1 <commit>`), so nothing
 past the base commit exists in it: a working copy cloned from it cannot reach a future commit, not even through
-dangling objects. Working copies are local clones, which hard-link the object files instead of copying them.
+dangling objects.
+
+Working copies are local clones that never share a file with the cache: a hard link would give the cache's
+inodes to a tree an agent (or the code under test) writes in, and a pack rewritten in place would change the base
+commit for every later episode and for the grader. Git already copies from a shallow source; `--no-hardlinks`
+keeps it so (tests/test_attacks.py rewrites the object store from inside the sandbox).
+
+The host never runs git on git metadata an agent could have written. `snapshot_git_dir` copies a fresh working
+copy's metadata to a host-owned place before the agent starts, and `worktree_diff` diffs the working tree through
+that copy (`GIT_DIR` pinned, no system or global config, a minimal environment): whatever the agent does to its
+own `.git` (config, commondir, alternates, hooks, a `gitdir:` file, a symlink) is never read by the host.
 """
 
 from __future__ import annotations
@@ -88,9 +98,77 @@ def materialize_worktree(cache_dir: Path, task: Task, dest: Path) -> Path:
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"working copy destination {dest} is not empty")
-    _git("clone", "-q", "--no-tags", "--branch", BASE_BRANCH, str(entry), str(dest))
+    _git("clone", "-q", "--no-tags", "--no-hardlinks", "--branch", BASE_BRANCH, str(entry), str(dest))
     _git("remote", "remove", "origin", cwd=dest)
+    # The reflog's "clone: from <cache path>" would show the sandbox a host path.
+    shutil.rmtree(dest / ".git" / "logs", ignore_errors=True)
     return dest
+
+
+class WorktreeDiffError(RuntimeError):
+    """The working copy's diff against the base commit could not be computed."""
+
+
+# Files that running Python or the tests leave behind: never part of a model's answer.
+BUILD_LITTER = (":(exclude,glob)**/__pycache__/**", ":(exclude,glob)**/*.pyc", ":(exclude,glob)**/.pytest_cache/**")
+# Settings that make host git read nothing but the snapshot's own config and run nothing: no hooks, no fsmonitor,
+# no pager, no external diff or textconv, and never a `git status` inside an embedded repository the agent made.
+_HOST_GIT_SETTINGS = (
+    "core.hooksPath=/dev/null", "core.fsmonitor=false", "core.pager=cat", "core.attributesFile=/dev/null",
+    "core.excludesFile=/dev/null", "core.untrackedCache=false", "diff.ignoreSubmodules=all", "submodule.recurse=false",
+)
+
+
+def snapshot_git_dir(workdir: Path, dest: Path) -> Path:
+    """Copy the git metadata of a working copy that no sandbox has touched yet to `dest`, a host-owned path.
+
+    A plain file copy (no git process reads the working copy), symlinks kept as links; a working copy from
+    `materialize_worktree` holds one commit, so this is about the size of one compressed checkout.
+    """
+    source = Path(workdir) / ".git"
+    if source.is_symlink() or not source.is_dir():
+        raise WorktreeDiffError(f"{source} is not a git directory")
+    shutil.copytree(source, dest, symlinks=True)
+    return Path(dest)
+
+
+def host_git_env(git_dir: Path, work_tree: Path) -> dict[str, str]:
+    """The whole environment of host git on an agent's tree: pinned paths, no config beyond the snapshot's own,
+    and none of the host's variables (API keys, credentials) for anything git might start."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "HOME": str(git_dir),
+        "GIT_DIR": str(git_dir),
+        "GIT_COMMON_DIR": str(git_dir),
+        "GIT_WORK_TREE": str(work_tree),
+        "GIT_INDEX_FILE": str(Path(git_dir) / "index"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_ATTR_NOSYSTEM": "1",
+        **GIT_ENV,
+    }
+
+
+def worktree_diff(git_dir: Path, work_tree: Path, base_commit: str, timeout_s: float = 300) -> str:
+    """The unified diff of `work_tree` against `base_commit`, new untracked files included, computed with the
+    host-owned metadata in `git_dir` (see `snapshot_git_dir`). The tree's own `.git` is never read."""
+    env = host_git_env(git_dir, work_tree)
+    settings = [arg for setting in _HOST_GIT_SETTINGS for arg in ("-c", setting)]
+
+    def host_git(*args: str) -> str:
+        try:
+            completed = subprocess.run(["git", *settings, *args], cwd=work_tree, env=env, capture_output=True,
+                                       timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as error:
+            raise WorktreeDiffError(f"git {args[0]} timed out after {timeout_s:.0f} s in {work_tree}") from error
+        if completed.returncode != 0:
+            stderr = completed.stderr.decode("utf-8", errors="replace").strip()[-1000:]
+            raise WorktreeDiffError(f"git {args[0]} failed in {work_tree}: {stderr}")
+        return completed.stdout.decode("utf-8", errors="replace")
+
+    host_git("add", "--intent-to-add", "--all", "--", ".", *BUILD_LITTER)
+    return host_git("diff", "--no-color", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all", base_commit)
 
 
 class BaseFileMissing(RepoFetchError):

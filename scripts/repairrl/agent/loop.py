@@ -6,8 +6,8 @@ generation (messages), GRPO (token ids, loss mask, logprobs) and evaluation (the
 
 from __future__ import annotations
 
-import os
-import subprocess
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,6 +15,7 @@ from pathlib import Path
 from repairrl.agent.parsing import parse_tool_calls
 from repairrl.agent.tools import TOOL_SCHEMAS, Workspace, call_tool
 from repairrl.models.backends import ChatBackend, ModelError
+from repairrl.repos import WorktreeDiffError, snapshot_git_dir, worktree_diff
 from repairrl.sandbox.base import Sandbox
 from repairrl.tasks import Task
 
@@ -47,38 +48,6 @@ class AgentConfig:
     system_prompt: str = SYSTEM_PROMPT  # formatted with repo_path
 
 
-# Files that running Python or the tests leave behind: never part of the model's answer.
-_BUILD_LITTER = (":(exclude,glob)**/__pycache__/**", ":(exclude,glob)**/*.pyc", ":(exclude,glob)**/.pytest_cache/**")
-
-
-class DiffError(RuntimeError):
-    """The working copy's diff against the base commit could not be computed."""
-
-
-def _host_git(workdir: Path, *args: str) -> str:
-    # The model could write .git/config inside the sandbox; git on the host must not run anything it configured
-    # (hooks, fsmonitor, external diff or textconv drivers, pagers), hence the overrides and the restored config.
-    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0"}
-    command = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.pager=cat", *args]
-    completed = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        raise DiffError(f"git {args[0]} failed in {workdir}: {completed.stderr.strip()[-1000:]}")
-    return completed.stdout
-
-
-def final_diff(workdir: Path, base_commit: str, pristine_git_config: bytes | None = None) -> str:
-    """The unified diff of the working copy against the base commit, new untracked files included."""
-    git_dir = Path(workdir) / ".git"
-    if git_dir.is_symlink() or not git_dir.is_dir():
-        raise DiffError(f"{git_dir} is no longer a directory: the working copy's git metadata was replaced")
-    if pristine_git_config is not None:
-        config = git_dir / "config"
-        config.unlink(missing_ok=True)  # never write through a symlink the model may have put there
-        config.write_bytes(pristine_git_config)
-    _host_git(workdir, "add", "--intent-to-add", "--all", "--", ".", *_BUILD_LITTER)
-    return _host_git(workdir, "diff", "--no-color", "--no-ext-diff", "--no-textconv", base_commit)
-
-
 def _limit_reached(started: float, config: AgentConfig, tool_calls: int) -> str | None:
     if time.monotonic() - started >= config.timeout_s:
         return "timeout"
@@ -89,10 +58,23 @@ def _limit_reached(started: float, config: AgentConfig, tool_calls: int) -> str 
 
 def run_episode(task: Task, backend: ChatBackend, sandbox: Sandbox, workdir: Path, config: AgentConfig = AgentConfig(),
                 sample: int = 0, seed: int | None = None) -> dict:
-    """Run one episode of `task` in `sandbox` (whose working copy is `workdir` on the host); returns its record."""
+    """Run one episode of `task` in `sandbox` (whose working copy is `workdir` on the host); returns its record.
+
+    `workdir` must be as the host made it (no command run in it yet): its git metadata is copied out first, and
+    the final diff is computed through that copy, so nothing the agent writes into `.git` reaches host git.
+    """
     started = time.monotonic()
     workdir = Path(workdir)
-    pristine_git_config = (workdir / ".git" / "config").read_bytes()
+    host_metadata = Path(tempfile.mkdtemp(prefix=".repairrl-base-git-", dir=workdir.parent))
+    try:
+        git_dir = snapshot_git_dir(workdir, host_metadata / "git")
+        return _run_episode(task, backend, sandbox, workdir, git_dir, config, sample, seed, started)
+    finally:
+        shutil.rmtree(host_metadata, ignore_errors=True)
+
+
+def _run_episode(task: Task, backend: ChatBackend, sandbox: Sandbox, workdir: Path, git_dir: Path,
+                 config: AgentConfig, sample: int, seed: int | None, started: float) -> dict:
     # Backends say where they show the working copy (bwrap: /repo; unsafe-local: its host path).
     repo_path = getattr(sandbox, "mount_point", None) or config.repo_path
     workspace = Workspace(sandbox, workdir, repo_path)
@@ -153,8 +135,8 @@ def run_episode(task: Task, backend: ChatBackend, sandbox: Sandbox, workdir: Pat
         session.close()
     diff_started = time.monotonic()
     try:
-        diff = final_diff(workdir, task.base_commit, pristine_git_config)
-    except DiffError as diff_error:
+        diff = worktree_diff(git_dir, workdir, task.base_commit)
+    except WorktreeDiffError as diff_error:
         diff, error = "", error or str(diff_error)
     return trajectory_record(
         task, sample, seed, backend.model_name, stop_reason=stop_reason, error=error, messages=messages,
