@@ -279,3 +279,25 @@ def test_killed_run_resumes_at_its_last_checkpoint(tiny_model_dir, calc_tasks, t
 
     assert Path(resolve_model_path(killed)).joinpath("config.json").is_file()
     assert (killed / "final" / "adapter_config.json").is_file()
+
+
+def test_each_step_counts_grading_errors_timeouts_and_test_infrastructure_edits(one_step, calc_tasks):
+    from repairrl.grpo.rollout import grading_flags, summarize_episodes
+
+    task = calc_tasks[0][0]
+    ok = {"status": "ok", "diff": GOLD}
+    tampering = {"status": "ok", "diff": GOLD + GOLD.replace("calc.py", "conftest.py")}
+    flags = [grading_flags(ok, {"status": "resolved"}, "repo_repair", task),
+             grading_flags(tampering, {"status": "unresolved", "timed_out_tests": ["t::x"]}, "repo_repair", task),
+             grading_flags(ok, {"status": "error"}, "repo_repair", task),
+             grading_flags(ok, None, "repo_repair", task)]
+    assert [tuple(f.values()) for f in flags] == [(False, False, False), (False, True, True), (True, False, False),
+                                                  (False, False, False)]
+    rows = [{**f, "failed": False, "resolved": False, "truncated": False, "turns": 1, "completion_tokens": 1,
+             "generated_tokens": 1, "tool_calls": 0, "tool_failures": 0, "invalid_calls": 0, "model_s": 1.0,
+             "tool_s": 0.0} for f in flags]
+    step = summarize_episodes(rows, 1.0, 1.0)
+    assert (step["grading_errors"], step["test_timeouts"], step["test_infra_edits"]) == (1, 1, 1)
+    with open(one_step["out"] / "metrics.csv") as handle:
+        logged = next(csv.DictReader(handle))
+    assert float(logged["grading_errors"]) == 0 and float(logged["test_infra_edits"]) == 0

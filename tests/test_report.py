@@ -219,3 +219,41 @@ def test_report_has_a_section_per_task_that_ran(experiment):
     results = json.loads((out.parent / "results.json").read_text())
     assert [(r["model"], r["accuracy"], r["pairs"]) for r in results] == [("base", 0.6, 2)]
     assert (out.parent / "detection_accuracy.png").stat().st_size > 1000
+
+
+def test_grading_integrity_counts_from_outcomes_to_the_report(tmp_path):
+    """Grading errors, test timeouts and test-infrastructure edits are counted per model from the outcome files
+    (never folded into 'unresolved'), and the report shows them; another harness's summary says 'not counted'."""
+    from repairrl.grading.run_evaluation import make_run_summary, validate_report
+    from repairrl.tasks import Task
+
+    tasks = [Task(instance_id=f"t{n}", dataset="d", repo="o/r", repo_url="u", base_commit="0" * 40,
+                  problem_statement="p", gold_patch="", test_patch="", fail_to_pass=[], pass_to_pass=[])
+             for n in range(5)]
+    outcomes = {
+        "t0": {"status": "resolved"},
+        "t1": {"status": "unresolved", "test_infra_edits": ["conftest.py"]},
+        "t2": {"status": "unresolved", "timed_out_tests": ["tests/test_a.py::test_loop"]},
+        "t3": {"status": "error", "reason": "the test patch does not apply"},
+    }
+    model_dir = tmp_path / "eval" / "mini_eval_python" / "grpo" / "grading" / "grpo"
+    for instance_id, outcome in outcomes.items():
+        (model_dir / instance_id).mkdir(parents=True)
+        (model_dir / instance_id / "outcome.json").write_text(json.dumps(outcome))
+    predictions = {t.instance_id: {"model_patch": "diff --git a/x b/x\n"} for t in tasks}  # t4: never graded
+    run_summary = make_run_summary(tasks, predictions, model_dir, "grpo", "eval")
+    validate_report(run_summary, "run_summary")
+    assert run_summary["grading_error_ids"] == ["t3", "t4"] and run_summary["test_timeout_ids"] == ["t2"]
+    assert run_summary["test_infra_edits"] == {"t1": ["conftest.py"]}
+    (model_dir.parent / "grpo.eval.json").write_text(json.dumps(run_summary))
+    base_dir = tmp_path / "eval" / "mini_eval_python" / "base" / "grading"
+    base_dir.mkdir(parents=True)
+    (base_dir / "base.eval.json").write_text(json.dumps(summary(1, 0, total=5)))
+
+    out = tmp_path / "report" / "report.md"
+    assert report_main(["--experiment-dir", str(tmp_path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| mini_eval_python | grpo | 2/5 (40.0%) | 1/5 (20.0%) | 1/5 (20.0%) |" in text
+    assert "| mini_eval_python | base | not counted | not counted | not counted |" in text
+    row = next(r for r in json.loads((out.parent / "results.json").read_text()) if r["model"] == "grpo")
+    assert (row["grading_errors"], row["test_timeouts"], row["test_infra_edits"]) == (2, 1, 1)

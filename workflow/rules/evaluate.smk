@@ -17,6 +17,7 @@ def harness_flags(wildcards):
         "container_backend": evaluation.get("container_backend"),
         "sandbox": config.get("agent", {}).get("sandbox", "bwrap"),
         "timeout": evaluation.get("timeout_s"),
+        "test_timeout": config.get("grading", {}).get("test_timeout_s"),
         "gitbug_java_root": evaluation.get("gitbug_java_root"),
         "sif_dir": PATHS.get("sif_dir"),
     }

@@ -44,6 +44,8 @@ rule grpo:
                 "episode_max_new_tokens": config.get("agent", {}).get("max_new_tokens"),
                 "command_timeout": config.get("agent", {}).get("command_timeout_s"),
                 "episode_timeout": config.get("agent", {}).get("timeout_s"),
+                "grading_budget": config.get("grading", {}).get("budget_s"),
+                "grading_test_timeout": config.get("grading", {}).get("test_timeout_s"),
                 "max_file_chars": config.get("agent", {}).get("max_file_chars") if TASK == "file_repair" else None,
             }
         ),

@@ -186,7 +186,7 @@ def cmd_harness(args: argparse.Namespace) -> int:
             raise SystemExit("--backend local needs --cache-dir (the repository cache)")
         summaries = harness.run_local_harness(
             tasks, preds, args.out, args.run_id, cache_dir=args.cache_dir, workers=args.workers,
-            timeout_s=args.timeout, sandbox=args.sandbox,
+            timeout_s=args.timeout, sandbox=args.sandbox, test_timeout_s=args.test_timeout,
         )  # fmt: skip
     elif backend == "swebench":
         summaries = harness.run_swebench_harness(
@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--sandbox", default="bwrap", help="local backend: bwrap, apptainer, docker or unsafe")
     grade.add_argument("--workers", type=int, default=2)
     grade.add_argument("--timeout", type=float, default=1800.0, help="seconds per instance's tests")
+    grade.add_argument("--test-timeout", type=float, default=30.0, help="local backend: seconds per test; a test "
+                       "that runs longer fails and the others still run")
     grade.add_argument("--dataset", help="swebench backend: dataset name or file (default: the task table)")
     grade.add_argument("--work-dir", type=Path, help="swebench backend: where its logs/ go")
     grade.add_argument("--gitbug-java-root", type=Path)

@@ -401,6 +401,7 @@ def run_apptainer_harness(
 def run_local_harness(
     tasks: list[Task], predictions: list[dict], out_dir: Path, run_id: str, *, cache_dir: Path,
     workers: int = 2, timeout_s: float = grade.DEFAULT_TEST_TIMEOUT_S, sandbox: str = "bwrap",
+    test_timeout_s: float = grade.DEFAULT_PER_TEST_TIMEOUT_S,
 ) -> dict[str, dict]:  # fmt: skip
     from repairrl.grading.run_evaluation import run_evaluation
 
@@ -412,6 +413,7 @@ def run_local_harness(
         workers=workers,
         run_id=run_id,
         timeout_s=timeout_s,
+        test_timeout_s=test_timeout_s,
         backend=sandbox,
     )
     # Summaries from the files, also for a model none of whose predictions needed grading this time.

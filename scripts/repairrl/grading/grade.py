@@ -2,13 +2,16 @@
 
     fresh working copy of the base commit (never the agent's own copy: it cannot see the gold or test patch)
     -> apply the model patch with the harness's commands, in the harness's order
-    -> reset every file the test patch touches to the base commit, then apply the test patch
-       (so a model's edits to the tests never count)
-    -> run FAIL_TO_PASS + PASS_TO_PASS in the sandbox, log with swebench's markers
+    -> if the patch reaches into the test runner from source code, grade it unresolved (no tests run)
+    -> reset every test-infrastructure file the model patch touches (repairrl.grading.infrastructure: conftest.py,
+       pytest configuration, test folders, Java test sources and build files, ...) and every file the test patch
+       touches to the base commit, then apply the test patch (so a model's edits to the tests never count)
+    -> run FAIL_TO_PASS + PASS_TO_PASS in the sandbox with a per-test timeout, log with swebench's markers
     -> swebench's own `get_eval_report` reads the log: the report and `resolved` are swebench's verdict
 
-Every failure of one task (patch does not apply, tests time out, the grader itself crashes) is a recorded
-outcome with its reason, never an exception out of `grade_with_tests`.
+`timeout_s` is the budget of the whole grading of one task; `test_timeout_s` bounds each test, so code that
+loops forever costs that test, not the task. Every failure of one task (patch does not apply, tests time out,
+the grader itself crashes) is a recorded outcome with its reason, never an exception out of `grade_with_tests`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from repairrl.grading import test_runner
+from repairrl.grading.infrastructure import classify_patch
 from repairrl.grading.test_runner import CommandRunner
 from repairrl.repos import GIT_ENV, fetch_base_commit, materialize_worktree
 from repairrl.tasks import Task
@@ -51,7 +55,8 @@ APPLY_COMMANDS: tuple[tuple[str, ...], ...] = (
 # Git on the host never runs anything the graded tree could have planted (hooks, fsmonitor commands).
 SAFE_GIT = ("git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false")
 GIT_COMMAND_TIMEOUT_S = 120
-DEFAULT_TEST_TIMEOUT_S = 600.0
+DEFAULT_TEST_TIMEOUT_S = 600.0  # the budget of grading one task (git, compilation and every test)
+DEFAULT_PER_TEST_TIMEOUT_S = test_runner.DEFAULT_PER_TEST_TIMEOUT_S
 SANDBOX_BACKENDS = ("bwrap", "apptainer", "docker")
 UNSAFE_BACKEND = (
     "unsafe"  # run the tests as a plain subprocess on the host: trusted patches only (gold, tests)
@@ -89,6 +94,10 @@ class GradingOutcome:
     apply_command: str | None = None
     duration_s: float = 0.0
     test_duration_s: float = 0.0
+    # Test infrastructure the model patch touched (repairrl.grading.infrastructure): each path reset to the base
+    # commit, then `path: finding` for each source file that reaches into the test runner (graded unresolved).
+    test_infra_edits: list[str] = field(default_factory=list)
+    timed_out_tests: list[str] = field(default_factory=list)  # tests stopped by the per-test timeout
     log: str = field(default="", repr=False)
 
     def to_record(self, include_log: bool = False) -> dict:
@@ -190,32 +199,38 @@ def apply_model_patch(worktree: Path, patch_file: Path) -> tuple[str | None, str
     return None, "\n".join(log)
 
 
-def restore_test_files(worktree: Path, task: Task) -> list[str]:
-    """Reset every file the test patch touches to the base commit (or remove it if the base lacks it)."""
+def restore_paths(worktree: Path, base_commit: str, paths: Iterable[str]) -> list[str]:
+    """Reset each of `paths` to `base_commit` (or remove it if the base lacks it); the paths reset, in order."""
     restored = []
-    for path in patch_paths(task.test_patch):
+    for path in paths:
         if is_unsafe_path(path):
-            raise ValueError(f"the test patch names a path outside the working copy: {path}")
+            raise ValueError(f"cannot restore a path outside the working copy: {path}")
         target = worktree / path
         # A patch can turn a directory into a symlink (`tests -> /elsewhere`): remove the link itself, never
         # what it points to, so the reset cannot touch a file outside the working copy.
         for parent in reversed(target.relative_to(worktree).parents[:-1]):
             if (worktree / parent).is_symlink() or (worktree / parent).is_file():
                 (worktree / parent).unlink()
-        code, _ = _run((*SAFE_GIT, "cat-file", "-e", f"{task.base_commit}:{path}"), worktree)
+        code, _ = _run((*SAFE_GIT, "cat-file", "-e", f"{base_commit}:{path}"), worktree)
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         elif target.exists() or target.is_symlink():
             target.unlink()
         if code == 0:
-            checkout_code, output = _run((*SAFE_GIT, "checkout", task.base_commit, "--", path), worktree)
+            checkout_code, output = _run((*SAFE_GIT, "checkout", base_commit, "--", path), worktree)
             if checkout_code != 0:
                 raise RuntimeError(f"could not restore {path} to the base commit: {output.strip()}")
         else:
             # Not in the base commit: also drop it from the index, where `git apply --3way` may have put it.
             _run((*SAFE_GIT, "rm", "-q", "--cached", "--ignore-unmatch", "--", path), worktree)
-        restored.append(path)
+        if path not in restored:
+            restored.append(path)
     return restored
+
+
+def restore_test_files(worktree: Path, task: Task) -> list[str]:
+    """Reset every file the test patch touches to the base commit (or remove it if the base lacks it)."""
+    return restore_paths(worktree, task.base_commit, patch_paths(task.test_patch))
 
 
 @contextlib.contextmanager
@@ -270,7 +285,7 @@ def eval_report(task: Task, model_patch: str | None, model_name: str, log_path: 
     return get_eval_report(test_spec, prediction, str(log_path), include_tests_status=True)
 
 
-def unrun_report(task: Task, model_patch: str | None) -> dict[str, Any]:
+def unrun_report(task: Task, model_patch: str | None, patch_applied: bool = False) -> dict[str, Any]:
     """The report of an instance whose tests never ran: every FAIL_TO_PASS and PASS_TO_PASS test failed."""
     from swebench.harness.grading import get_eval_tests_report
 
@@ -281,7 +296,7 @@ def unrun_report(task: Task, model_patch: str | None) -> dict[str, Any]:
         task.instance_id: {
             "patch_is_None": model_patch is None,
             "patch_exists": model_patch is not None,
-            "patch_successfully_applied": False,
+            "patch_successfully_applied": patch_applied,
             "resolved": False,
             "infra_failure": False,
             "tests_status": tests_status,
@@ -296,14 +311,17 @@ def grade_with_tests(
     *,
     model_name: str = "model",
     timeout_s: float = DEFAULT_TEST_TIMEOUT_S,
+    test_timeout_s: float | None = DEFAULT_PER_TEST_TIMEOUT_S,
     backend: str = "bwrap",
     runner_factory: RunnerFactory | None = None,
     work_root: str | os.PathLike | None = None,
 ) -> GradingOutcome:
     """Apply `model_patch` to a fresh working copy of `task`, run its tests, and return swebench's verdict.
 
-    `runner_factory(workdir)` gives the context of the command runner the tests run through; by default a
-    sandbox of `backend` (`unsafe`: a host subprocess). Never raises for a failure of this one task.
+    `timeout_s` is the budget of the whole grading (the test command gets what is left of it); `test_timeout_s`
+    bounds each test (None: no per-test limit), and a test that runs out counts as failed while the others
+    still run. `runner_factory(workdir)` gives the context of the command runner the tests run through; by
+    default a sandbox of `backend` (`unsafe`: a host subprocess). Never raises for a failure of this one task.
     """
     started = time.monotonic()
     log: list[str] = []
@@ -334,6 +352,7 @@ def grade_with_tests(
         )
 
     scratch = Path(tempfile.mkdtemp(prefix=f"grade-{task.instance_id}-", dir=work_root))
+    infra_edits: list[str] = []
     try:
         fetch_base_commit(Path(cache_dir), task)
         worktree = materialize_worktree(Path(cache_dir), task, scratch / "repo")
@@ -350,6 +369,27 @@ def grade_with_tests(
             )
         log.append(f"{APPLY_PATCH_PASS} ({apply_command}):\n{apply_log}")
 
+        edits = classify_patch(model_patch, task)
+        infra_edits = [str(edit) for edit in edits]
+        findings = [edit for edit in edits if not edit.restorable]
+        if findings:
+            # Restoring files cannot undo code under test that hooks the test runner: the patch fails outright.
+            reason = "the patch reaches into the test runner from source code: " + "; ".join(
+                str(edit) for edit in findings
+            )
+            log.append(f"Not running the tests: {reason}")
+            return outcome(
+                UNRESOLVED,
+                unrun_report(task, model_patch, patch_applied=True),
+                reason=reason,
+                patch_applied=True,
+                apply_command=apply_command,
+                test_infra_edits=infra_edits,
+            )
+        infra_paths = [edit.path for edit in edits if edit.restorable]
+        if infra_paths:
+            restore_paths(worktree, task.base_commit, infra_paths)
+            log.append(f"Reset test infrastructure edited by the model patch: {' '.join(infra_paths)}")
         restored = restore_test_files(worktree, task)
         log.append(f"Reset test files to the base commit: {' '.join(restored) or '(none)'}")
         test_patch_file = scratch / "test.diff"
@@ -365,13 +405,21 @@ def grade_with_tests(
                 reason="the test patch does not apply after resetting the test files",
                 patch_applied=True,
                 apply_command=apply_command,
+                test_infra_edits=infra_edits,
             )
         log.append(f"Applied the test patch:\n{output}")
 
-        factory = runner_factory or _default_runner_factory(backend, timeout_s)
+        # The test command gets what is left of the task's budget (at least a second, to report a timeout).
+        run_timeout_s = max(1.0, timeout_s - (time.monotonic() - started))
+        factory = runner_factory or _default_runner_factory(backend, run_timeout_s)
         with factory(worktree) as runner:
             run = test_runner.run_tests(
-                worktree, task, [*task.fail_to_pass, *task.pass_to_pass], timeout_s=timeout_s, runner=runner
+                worktree,
+                task,
+                [*task.fail_to_pass, *task.pass_to_pass],
+                timeout_s=run_timeout_s,
+                runner=runner,
+                test_timeout_s=test_timeout_s,
             )
         log.append(run.log.rstrip("\n"))
         if run.timed_out:
@@ -391,10 +439,17 @@ def grade_with_tests(
             apply_command=apply_command,
             test_statuses=run.statuses,
             test_duration_s=round(run.duration_s, 3),
+            test_infra_edits=infra_edits,
+            timed_out_tests=list(run.timed_out_tests),
         )
     except Exception as error:  # noqa: BLE001 - one task's crash is that task's recorded outcome
         log.append(f"{TESTS_ERROR}: grading crashed: {error!r}\n{traceback.format_exc()}")
-        return outcome(ERROR, unrun_report(task, model_patch), reason=f"{type(error).__name__}: {error}")
+        return outcome(
+            ERROR,
+            unrun_report(task, model_patch),
+            reason=f"{type(error).__name__}: {error}",
+            test_infra_edits=infra_edits,
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -405,19 +460,22 @@ def grade_many(
     *,
     workers: int = 2,
     on_outcome: Callable[[GradingOutcome], None] | None = None,
+    test_timeout_s: float | None = DEFAULT_PER_TEST_TIMEOUT_S,
     **grade_kwargs: Any,
 ) -> list[GradingOutcome]:
     """Grade many (task, patch) pairs with `workers` threads; outcomes in input order.
 
-    The work is in subprocesses (git, the tests), so threads suffice. Each test run has its own timeout
-    (`timeout_s`), and `grade_with_tests` records a hang or crash as that task's outcome, so one bad task
-    never stops the others. `on_outcome` sees each outcome as it finishes (to write it to disk at once).
+    The work is in subprocesses (git, the tests), so threads suffice. Each task has its own budget (`timeout_s`)
+    and each test its own limit (`test_timeout_s`), and `grade_with_tests` records a hang or crash as that
+    task's outcome, so one bad task never stops the others. `on_outcome` sees each outcome as it finishes (to write it to disk at once).
     """
     pairs = list(tasks_and_patches)
     outcomes: list[GradingOutcome | None] = [None] * len(pairs)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
-            pool.submit(grade_with_tests, task, patch, cache_dir, **grade_kwargs): index
+            pool.submit(
+                grade_with_tests, task, patch, cache_dir, test_timeout_s=test_timeout_s, **grade_kwargs
+            ): index
             for index, (task, patch) in enumerate(pairs)
         }
         for future in as_completed(futures):

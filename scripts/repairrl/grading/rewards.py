@@ -9,6 +9,13 @@ The detection rewards read the model's answer text instead (`answer_text`, the s
 detection sample (repairrl.data.detection) rather than a repair task.
 `outcome` is the GradingOutcome of `grade_with_tests`; only rewards that read test results need it, and
 `WeightedRewards.needs_tests` tells the caller whether to run the tests at all.
+
+`test_tampering` is a penalty: 1 when the final patch edits test infrastructure (conftest.py, pytest
+configuration, the tests, Java test sources and build files, or source code that hooks the test runner; the
+policy is repairrl.grading.infrastructure's), computed from the patch and the task alone, so no tests run for
+it. Give it a negative weight (`{"resolved": 1.0, "test_tampering": -0.5}`); negative weights lower the total
+and leave `max_total` as it is. The grader already discards such edits (or fails the patch), so the penalty
+does not stop a hack from working; it tells the policy that trying costs something.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from repairrl.grading.grade import GradingOutcome
+from repairrl.grading.infrastructure import classify_patch
 from repairrl.grading.similarity import diff_similarity, file_changes
 from repairrl.tasks import Task
 
@@ -72,6 +80,14 @@ def nonempty_patch(task: Task, trajectory: Any, outcome: GradingOutcome | None =
     return 1.0 if file_changes(final_patch(trajectory)) else 0.0
 
 
+def test_tampering(task: Task, trajectory: Any, outcome: GradingOutcome | None = None) -> float:
+    """1 if the final patch edits test infrastructure (repairrl.grading.infrastructure), else 0; a penalty."""
+    return 1.0 if classify_patch(final_patch(trajectory), task) else 0.0
+
+
+test_tampering.__test__ = False  # type: ignore[attr-defined]  # not a pytest test, despite the name
+
+
 def answer_text(trajectory: Any) -> str:
     """The model's final answer: `answer_text` of a mapping or object, or the text itself."""
     if trajectory is None or isinstance(trajectory, str):
@@ -100,11 +116,12 @@ REWARDS: dict[str, RewardFn] = {
     "resolved": resolved,
     "patch_applies": patch_applies,
     "nonempty_patch": nonempty_patch,
+    "test_tampering": test_tampering,
     "correct_label": correct_label,
     "answer_format": answer_format,
 }
 # The rewards each task kind can use (repairrl.singleturn.episode.TASK_KINDS).
-REPAIR_REWARDS = frozenset({"similarity", "resolved", "patch_applies", "nonempty_patch"})
+REPAIR_REWARDS = frozenset({"similarity", "resolved", "patch_applies", "nonempty_patch", "test_tampering"})
 TASK_REWARDS = {"repo_repair": REPAIR_REWARDS, "file_repair": REPAIR_REWARDS,
                 "detection": frozenset({"correct_label", "answer_format"})}
 # Rewards that read a GradingOutcome, so the tests must run before they can be computed.
@@ -135,7 +152,8 @@ class WeightedRewards:
 
     @property
     def max_total(self) -> float:
-        """The best total a patch can get: every reward lies in [0, 1]."""
+        """The best total a patch can get: every reward lies in [0, 1], so a negative weight (a penalty) adds
+        nothing to the best total and can only lower a patch's own."""
         return sum(weight for weight in self.weights.values() if weight > 0)
 
     def __call__(self, task: Task, trajectory: Any, outcome: GradingOutcome | None = None) -> RewardScore:

@@ -95,22 +95,22 @@ def write_instance_outputs(instance_dir: Path, outcome: GradingOutcome, model_pa
         _write_json(instance_dir / LOG_REPORT, outcome.report)
 
 
-def _status_of(instance_dir: Path, instance_id: str) -> tuple[str, str | None]:
-    """(status, reason) of an instance from its files; 'incomplete' when it has not been graded."""
+def _status_of(instance_dir: Path, instance_id: str) -> tuple[str, str | None, dict]:
+    """(status, reason, outcome record) of an instance from its files; 'incomplete' when it has not been graded."""
     outcome_path, report_path = instance_dir / LOG_OUTCOME, instance_dir / LOG_REPORT
     if outcome_path.exists():
         try:
             record = json.loads(outcome_path.read_text(encoding="utf-8"))
-            return record["status"], record.get("reason")
+            return record["status"], record.get("reason"), record
         except (json.JSONDecodeError, KeyError):
-            return grade.ERROR, f"{outcome_path} is not a readable outcome"
+            return grade.ERROR, f"{outcome_path} is not a readable outcome", {}
     if report_path.exists():  # a report without our outcome, e.g. written by swebench's own harness
         try:
             resolved = json.loads(report_path.read_text(encoding="utf-8"))[instance_id]["resolved"]
-            return (grade.RESOLVED if resolved else grade.UNRESOLVED), None
+            return (grade.RESOLVED if resolved else grade.UNRESOLVED), None, {}
         except (json.JSONDecodeError, KeyError):
-            return grade.ERROR, f"{report_path} is not a readable report"
-    return "incomplete", None
+            return grade.ERROR, f"{report_path} is not a readable report", {}
+    return "incomplete", None, {}
 
 
 def make_run_summary(
@@ -118,8 +118,11 @@ def make_run_summary(
 ) -> dict:
     """The run summary with the keys of swebench's `make_run_report` (schema_version 2)."""
     ids: dict[str, set[str]] = {
-        name: set() for name in ("completed", "incomplete", "empty_patch", "resolved", "unresolved", "error")
+        name: set()
+        for name in ("completed", "incomplete", "empty_patch", "resolved", "unresolved", "error", "grading_error",
+                     "test_timeout", "test_infra_edit")
     }
+    test_infra_edits: dict[str, list[str]] = {}
     error_reasons: dict[str, str] = {}
     for task in tasks:
         instance_id = task.instance_id
@@ -129,7 +132,15 @@ def make_run_summary(
         if grade.is_empty_patch(predictions[instance_id].get("model_patch")):
             ids["empty_patch"].add(instance_id)
             continue
-        status, reason = _status_of(model_dir / instance_id, instance_id)
+        status, reason, outcome = _status_of(model_dir / instance_id, instance_id)
+        # Grades that are not plain verdicts, counted apart so that none passes for a model's failure.
+        if status in (grade.ERROR, "incomplete"):
+            ids["grading_error"].add(instance_id)
+        if status == grade.TIMEOUT or outcome.get("timed_out_tests"):
+            ids["test_timeout"].add(instance_id)
+        if outcome.get("test_infra_edits"):
+            ids["test_infra_edit"].add(instance_id)
+            test_infra_edits[instance_id] = list(outcome["test_infra_edits"])
         if (model_dir / instance_id / LOG_REPORT).exists():
             ids["completed"].add(instance_id)
         if status == grade.RESOLVED:
@@ -164,6 +175,11 @@ def make_run_summary(
         "failure_reasons": {},
         "error_ids": sorted(ids["error"]),
         "error_reasons": dict(sorted(error_reasons.items())),
+        # repairrl's own keys (swebench's reporting ignores them).
+        "grading_error_ids": sorted(ids["grading_error"]),
+        "test_timeout_ids": sorted(ids["test_timeout"]),
+        "test_infra_edit_ids": sorted(ids["test_infra_edit"]),
+        "test_infra_edits": dict(sorted(test_infra_edits.items())),
         "schema_version": 2,
     }
 
@@ -180,7 +196,8 @@ def run_evaluation(
 ) -> dict[str, dict]:
     """Grade every prediction not graded yet; write per-instance files and one summary per model.
 
-    Returns model name -> summary. `grade_kwargs` go to `grade_with_tests` (timeout_s, backend, ...).
+    Returns model name -> summary. `grade_kwargs` go to `grade_with_tests` (timeout_s, test_timeout_s,
+    backend, ...).
     """
     out_dir = Path(out_dir)
     by_id = {task.instance_id: task for task in tasks}
@@ -236,7 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
-        "--timeout", type=float, default=grade.DEFAULT_TEST_TIMEOUT_S, help="seconds per test run"
+        "--timeout",
+        type=float,
+        default=grade.DEFAULT_TEST_TIMEOUT_S,
+        help="seconds to grade one instance (applying the patches, compiling, every test)",
+    )
+    parser.add_argument(
+        "--test-timeout",
+        type=float,
+        default=grade.DEFAULT_PER_TEST_TIMEOUT_S,
+        help="seconds per test: a test that runs longer fails and the others still run (0: no limit)",
     )
     parser.add_argument(
         "--sandbox",
@@ -254,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         run_id=args.run_id,
         timeout_s=args.timeout,
+        test_timeout_s=args.test_timeout or None,
         backend=args.sandbox,
     )
     for model_name, summary in summaries.items():

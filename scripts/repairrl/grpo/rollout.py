@@ -36,6 +36,7 @@ from typing import Any
 
 from repairrl.agent.loop import SYSTEM_PROMPT, AgentConfig, failed_record, run_episode
 from repairrl.agent.tools import COMMAND_KINDS, TOOLS
+from repairrl.grading.infrastructure import test_infrastructure_edits
 from repairrl.grading.rewards import compose_rewards
 from repairrl.models.backends import INPROCESS, ChatBackend, ModelTurn, SamplingParams, TokenTrace
 from repairrl.records import append_jsonl, validate_record
@@ -62,7 +63,8 @@ class RolloutConfig:
     max_new_tokens_per_turn: int = 512
     sandbox: str = "bwrap"
     unsafe: bool = False
-    grading_timeout_s: float = 300.0
+    grading_timeout_s: float = 300.0  # the whole grading of one episode's patch
+    grading_test_timeout_s: float = 30.0  # one test
     workers: int = 16  # episodes run at once (each one thread; generation is batched across them)
     work_root: Path | None = None  # where working copies are made (default: $TMPDIR)
     episodes_path: Path | None = None  # JSONL journal of every episode (one record each)
@@ -242,7 +244,8 @@ class AgentRollout:
 
             backend = "unsafe" if self.config.sandbox == "unsafe-local" else self.config.sandbox
             outcome = grade_with_tests(task, record["diff"], self.config.cache_dir, model_name="policy",
-                                       timeout_s=self.config.grading_timeout_s, backend=backend,
+                                       timeout_s=self.config.grading_timeout_s,
+                                       test_timeout_s=self.config.grading_test_timeout_s, backend=backend,
                                        work_root=self.config.work_root)
         if record["status"] != "ok":
             components: dict[str, float | None] = dict.fromkeys(self.rewards.weights, 0.0)
@@ -371,7 +374,9 @@ class AgentRollout:
             out["env_mask"].append(completion.env_mask)
             out["reward_components"].append(components)
             out["episode"].append(episode)
-            rows.append({**episode_stats(record), "reward": total, "failed": record["status"] != "ok",
+            rows.append({**episode_stats(record), **grading_flags(record, grading["outcome"], self.config.task_kind,
+                                                               self.tasks[record["instance_id"]]),
+                         "reward": total, "failed": record["status"] != "ok",
                          "truncated": truncated, "resolved": episode["resolved"],
                          "completion_tokens": len(completion.completion_ids),
                          "generated_tokens": sum(completion.env_mask),
@@ -380,6 +385,23 @@ class AgentRollout:
             self.calls += 1
             self.step_stats.append(summarize_episodes(rows, generation_s, reward_s))
         return out
+
+
+def grading_flags(record: dict, outcome: dict | None, task_kind: str, task: Task) -> dict:
+    """Whether the episode's grading failed, a test timed out, and the patch edited test infrastructure.
+
+    Counted per step so that a reward of 0 from a grader that could not grade is never mistaken for a result.
+    Infrastructure edits are read from the patch itself (the grader's policy), so they are counted even when no
+    test-based reward ran.
+    """
+    outcome = outcome or {}
+    edits = (test_infrastructure_edits(record["diff"], task)
+             if task_kind != "detection" and record["status"] == "ok" else [])
+    return {
+        "grading_error": outcome.get("status") == "error",
+        "test_timeout": outcome.get("status") == "timeout" or bool(outcome.get("timed_out_tests")),
+        "test_infra_edit": bool(edits),
+    }
 
 
 def summarize_episodes(rows: list[dict], generation_s: float, reward_s: float) -> dict:
@@ -403,6 +425,10 @@ def summarize_episodes(rows: list[dict], generation_s: float, reward_s: float) -
         "tool_calls_per_episode": mean("tool_calls"),
         "tool_failures_per_episode": mean("tool_failures"),
         "invalid_calls_per_episode": mean("invalid_calls"),
+        # Counts, not rates: each is a reward that does not mean what it says (see grading_flags).
+        "grading_errors": sum(bool(r.get("grading_error")) for r in rows),
+        "test_timeouts": sum(bool(r.get("test_timeout")) for r in rows),
+        "test_infra_edits": sum(bool(r.get("test_infra_edit")) for r in rows),
         "rollout_s": generation_s + reward_s,
         "reward_s": reward_s,
         # Episode threads overlap, so the model/tool split of the rollout's wall time is by their summed shares.

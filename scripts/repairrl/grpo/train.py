@@ -82,6 +82,10 @@ class GRPOScriptArguments:
     episode_timeout: float = field(default=600.0, metadata={"help": "seconds per episode"})
     command_timeout: float = field(default=60.0, metadata={"help": "seconds per shell command"})
     sandbox: str = field(default="bwrap", metadata={"help": "sandbox backend (repairrl.sandbox.make_sandbox)"})
+    grading_budget: float = field(default=300.0, metadata={"help": "seconds to grade one episode's patch (tests "
+                                  "included) for the test-based rewards"})
+    grading_test_timeout: float = field(default=30.0, metadata={"help": "seconds per test when grading; a test "
+                                        "that runs longer fails and the others still run"})
     unsafe: bool = field(default=False, metadata={"help": "allow the unconfined 'unsafe-local' sandbox"})
     rollout_workers: int = field(default=16, metadata={"help": "episodes run at once"})
     work_root: str | None = field(default=None, metadata={"help": "where working copies are made"})
@@ -325,6 +329,7 @@ def rollout_config_from(args: GRPOScriptArguments, config: RepairGRPOConfig, out
         cache_dir=Path(args.cache_dir) if args.cache_dir else None, rewards=parse_rewards(args.rewards), agent=agent,
         max_completion_length=config.max_completion_length, max_new_tokens_per_turn=args.episode_max_new_tokens,
         sandbox=args.sandbox, unsafe=args.unsafe, workers=args.rollout_workers,
+        grading_timeout_s=args.grading_budget, grading_test_timeout_s=args.grading_test_timeout,
         work_root=Path(args.work_root) if args.work_root else None, episodes_path=out_dir / EPISODES,
         seed=config.seed, task_kind=args.task, max_file_chars=args.max_file_chars,
     )

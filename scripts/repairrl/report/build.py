@@ -22,7 +22,7 @@ from pathlib import Path
 
 from repairrl.records import atomic_write, read_journal, validate_record
 from repairrl.report.compute import compute_table, gpus_per_rule
-from repairrl.report.metrics import results_row
+from repairrl.report.metrics import rate, results_row
 
 MODEL_ORDER = ("base", "sft", "grpo")
 TASK_TITLES = {
@@ -41,6 +41,7 @@ CSV_COLUMNS = (
     "benchmark", "model", "tasks", "resolved", "resolve_rate", "resolve_rate_ci_low", "resolve_rate_ci_high",
     "non_empty_patches", "non_empty_patch_rate", "errors", "episodes", "tool_calls", "well_formed_tool_calls",
     "well_formed_tool_call_turns", "model_turns", "well_formed_tool_call_rate", "mean_turns", "mean_tokens", "tool_use_by_kind",
+    "grading_errors", "test_timeouts", "test_infra_edits",
 )  # fmt: skip
 
 
@@ -236,6 +237,10 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
+def _count_of(count: int | None, total: int) -> str:
+    return "not counted" if count is None else f"{count}/{total} ({_pct(rate(count, total))})"
+
+
 def repair_section(rows: list[dict], checks: list[dict], sft: dict | None,
                    edits: dict[tuple[str, str], tuple[int, int]] | None = None) -> list[str]:
     """Resolve rates, the success criterion, episode statistics and SFT data of a repair task."""
@@ -287,6 +292,15 @@ def repair_section(rows: list[dict], checks: list[dict], sft: dict | None,
             f"{row['well_formed_tool_calls']}/{row['tool_calls']} | {_num(row['mean_turns'])} | "
             f"{_num(row['mean_tokens'], 0)} | {row['errors']} |"
         )
+    lines += ["", "### Grading integrity", ""]
+    lines += ["Grades that are not plain verdicts: the grader could not grade, a test hit its timeout, or the patch "
+              "edited test infrastructure (reset before the tests ran; README, Security).", ""]
+    lines += ["| benchmark | model | grading errors | test timeouts | test-infrastructure edits |",
+              "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        cells = [_count_of(row[column], row["tasks"]) for column in ("grading_errors", "test_timeouts",
+                                                                     "test_infra_edits")]
+        lines.append(f"| {row['benchmark']} | {row['model']} | " + " | ".join(cells) + " |")
     if edits:
         lines += ["", "Answers whose search/replace edits applied to the files shown:", ""]
         lines += ["| benchmark | model | edits applied |", "| --- | --- | --- |"]

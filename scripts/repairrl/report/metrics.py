@@ -158,6 +158,13 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 # --- one (benchmark, model) row ---
 
+# Results column -> the run summary's id list it counts (repairrl.grading.run_evaluation.make_run_summary).
+INTEGRITY_COUNTS = {
+    "grading_errors": "grading_error_ids",
+    "test_timeouts": "test_timeout_ids",
+    "test_infra_edits": "test_infra_edit_ids",
+}
+
 
 def results_row(benchmark: str, model: str, summary: Mapping, trajectories: list[Mapping]) -> dict:
     """A row of the results table from the run summary and the model's trajectories on this benchmark."""
@@ -194,4 +201,6 @@ def results_row(benchmark: str, model: str, summary: Mapping, trajectories: list
         "mean_turns": _mean(e["turns"] for e in episodes),
         "mean_tokens": _mean(e["tokens"] for e in episodes),
         "tool_use_by_kind": dict(sorted(tool_use.items())),
+        # Counted by repairrl's grader only (None from another harness): grades that are not what they seem.
+        **{column: (len(summary[key]) if key in summary else None) for column, key in INTEGRITY_COUNTS.items()},
     }

@@ -1,5 +1,7 @@
+import java.io.PrintStream;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.atomic.AtomicReference;
 
 import org.junit.runner.Description;
 import org.junit.runner.JUnitCore;
@@ -15,22 +17,50 @@ import org.junit.runner.notification.RunListener;
  * Each argument is `fully.qualified.Class#method`. A test that cannot be found or loaded is reported FAILED,
  * so a missing test never passes silently. Failure traces are indented so no trace line can be mistaken for
  * a status line.
+ *
+ * With the system property `repairrl.testTimeoutMs` above 0, each test runs on its own daemon thread and is
+ * given that long: a test still running then is reported `TIMEOUT <id>` and `FAILED <id>`, and the next test
+ * starts. Java cannot stop the thread, so it is interrupted and left behind; the JVM still exits, because the
+ * thread is a daemon and main ends with System.exit.
  */
 public final class PerTestRunner {
+
+    private static final long TIMEOUT_MS = Long.getLong("repairrl.testTimeoutMs", 0L);
+    // Status lines go to the stream the JVM started with, whatever the code under test does to System.out.
+    private static final PrintStream OUT = System.out;
 
     private PerTestRunner() {}
 
     public static void main(String[] args) {
         int failed = 0;
         for (String testId : args) {
-            String status = run(testId);
+            String status = TIMEOUT_MS > 0 ? runWithTimeout(testId) : run(testId);
             if (!status.equals("PASSED") && !status.equals("SKIPPED")) {
                 failed++;
             }
-            System.out.println(status + " " + testId);
-            System.out.flush();
+            OUT.println(status + " " + testId);
+            OUT.flush();
         }
         System.exit(failed == 0 ? 0 : 1);
+    }
+
+    private static String runWithTimeout(final String testId) {
+        final AtomicReference<String> status = new AtomicReference<>("FAILED");
+        Thread worker = new Thread(() -> status.set(run(testId)), "repairrl-test");
+        worker.setDaemon(true);
+        worker.start();
+        try {
+            worker.join(TIMEOUT_MS);
+        } catch (InterruptedException interrupted) {
+            Thread.currentThread().interrupt();
+        }
+        if (worker.isAlive()) {
+            worker.interrupt();
+            OUT.println("    test timed out after " + TIMEOUT_MS + " ms");
+            OUT.println("TIMEOUT " + testId);
+            return "FAILED";
+        }
+        return status.get();
     }
 
     /** Stack frames of JUnit, reflection and this runner: noise in a log that a person or a model reads. */
@@ -44,14 +74,14 @@ public final class PerTestRunner {
     private static String run(String testId) {
         int hash = testId.indexOf('#');
         if (hash <= 0 || hash == testId.length() - 1) {
-            System.out.println("    not a test id (expected Class#method): " + testId);
+            OUT.println("    not a test id (expected Class#method): " + testId);
             return "ERROR";
         }
         Class<?> testClass;
         try {
             testClass = Class.forName(testId.substring(0, hash), false, PerTestRunner.class.getClassLoader());
         } catch (ClassNotFoundException | LinkageError error) {
-            System.out.println("    cannot load test class: " + error);
+            OUT.println("    cannot load test class: " + error);
             return "FAILED";
         }
         final List<Failure> failures = new ArrayList<>();
@@ -77,7 +107,7 @@ public final class PerTestRunner {
         for (Failure failure : failures) {
             for (String line : failure.getTrace().split("\n")) {
                 if (!isHarnessFrame(line.trim())) {
-                    System.out.println("    " + line);
+                    OUT.println("    " + line);
                 }
             }
         }
