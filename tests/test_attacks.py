@@ -114,32 +114,32 @@ def hooks(marker: Path) -> str:
 
 GIT_ATTACKS = {
     # The attack found on main: a commondir whose config defines a filter that info/attributes assigns to all.
-    "commondir": lambda m: ["mkdir -p /tmp/evil && cp -r .git/. /tmp/evil/ && mkdir -p /tmp/evil/info"
+    "commondir": lambda m: [("mkdir -p /tmp/evil && cp -r .git/. /tmp/evil/ && mkdir -p /tmp/evil/info"
                             f" && {write('/tmp/evil/config', filter_config(m))}"
                             " && echo '* filter=pwn diff=pwn' > /tmp/evil/info/attributes"
-                            " && echo /tmp/evil > .git/commondir"],
+                            " && echo /tmp/evil > .git/commondir")],
     "config": lambda m: [f"{write('.git/config', filter_config(m))} && echo '* filter=pwn diff=pwn' > .gitattributes"],
     "info-attributes": lambda m: [f"cat >> .git/config <<'EOF'\n{filter_config(m)}EOF\n",
                                   "mkdir -p .git/info && echo '* filter=pwn diff=pwn' > .git/info/attributes"],
-    "include-path": lambda m: [f"{write('/tmp/inc.cfg', filter_config(m))} && git config include.path /tmp/inc.cfg"
-                               " && echo '* filter=pwn' > .gitattributes"],
+    "include-path": lambda m: [(f"{write('/tmp/inc.cfg', filter_config(m))} && git config include.path /tmp/inc.cfg"
+                               " && echo '* filter=pwn' > .gitattributes")],
     "fsmonitor": lambda m: [f"git config core.fsmonitor {shlex.quote(marker_writer(m))}"],
     "hooks-path": lambda m: [hooks(m), "git config core.hooksPath /tmp/hooks",
                              "cp /tmp/hooks/* .git/hooks/ 2>/dev/null; true"],
     "diff-external": lambda m: [f"git config diff.external {shlex.quote(marker_writer(m))}"],
-    "textconv": lambda m: [f"git config diff.pwn.textconv {shlex.quote(marker_writer(m))}"
-                           " && echo '*.py diff=pwn' > .gitattributes"],
-    "alternates": lambda m: ["mkdir -p /tmp/objs && echo /tmp/objs > .git/objects/info/alternates"
-                             " && rm -rf .git/objects/pack .git/objects/??"],
-    "gitdir-file": lambda m: [f"mkdir -p /tmp/g && cp -r .git/. /tmp/g/ && {write('/tmp/g/config', filter_config(m))}"
+    "textconv": lambda m: [(f"git config diff.pwn.textconv {shlex.quote(marker_writer(m))}"
+                           " && echo '*.py diff=pwn' > .gitattributes")],
+    "alternates": lambda m: [("mkdir -p /tmp/objs && echo /tmp/objs > .git/objects/info/alternates"
+                             " && rm -rf .git/objects/pack .git/objects/??")],
+    "gitdir-file": lambda m: [(f"mkdir -p /tmp/g && cp -r .git/. /tmp/g/ && {write('/tmp/g/config', filter_config(m))}"
                               " && echo '* filter=pwn' > /tmp/g/info/attributes && rm -rf .git"
-                              " && echo 'gitdir: /tmp/g' > .git"],
-    "symlinked-git": lambda m: [f"mkdir -p /tmp/g && cp -r .git/. /tmp/g/ && {write('/tmp/g/config', filter_config(m))}"
-                                " && rm -rf .git && ln -s /tmp/g .git"],
+                              " && echo 'gitdir: /tmp/g' > .git")],
+    "symlinked-git": lambda m: [(f"mkdir -p /tmp/g && cp -r .git/. /tmp/g/ && {write('/tmp/g/config', filter_config(m))}"
+                                " && rm -rf .git && ln -s /tmp/g .git")],
     # A repository of the agent's own inside the tree: host git must not run `git status` in it (submodule check).
-    "embedded-repo": lambda m: ["mkdir sub && cd sub && git init -q && echo x > x && git add x"
+    "embedded-repo": lambda m: [("mkdir sub && cd sub && git init -q && echo x > x && git add x"
                                 " && git -c user.name=a -c user.email=a@b commit -qm x"
-                                f" && git config core.fsmonitor {shlex.quote(marker_writer(m))}"],
+                                f" && git config core.fsmonitor {shlex.quote(marker_writer(m))}")],
     "git-removed": lambda m: ["rm -rf .git"],
 }
 
@@ -219,3 +219,18 @@ def test_apply_patch_cannot_write_outside_the_working_copy(cached_task, tmp_path
     assert not list(outside.iterdir()) and not (tmp_path / "outside.txt").exists()
     assert not Path("/etc/evil.txt").exists()
     assert "pwned" not in record["diff"]
+
+
+def test_an_oversized_diff_is_recorded_as_no_patch(cached_task, tmp_path):
+    """A generated file that passes the working copy's cap still makes no answer of a megabyte-scale diff."""
+    task, cache = cached_task
+    out = tmp_path / "trajectories.jsonl"
+    script = [hermes("shell", cmd="seq 1 200000 > numbers.txt && " + FIX), "done"]
+    from repairrl.agent.loop import AgentConfig
+
+    run_tasks([task], ScriptedBackend(script), out, lambda t, dest: materialize_worktree(cache, t, dest),
+              lambda workdir, t: make_sandbox("bwrap", workdir), config=AgentConfig(max_diff_bytes=100_000),
+              progress=False, work_root=tmp_path)
+    (record,) = read_jsonl(out)
+    assert record["status"] == "ok" and record["diff"] == ""
+    assert "over max_diff_bytes (100000)" in record["error"]

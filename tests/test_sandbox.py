@@ -321,6 +321,7 @@ def test_apptainer_command_line_confines_the_container(workdir):
     limited_args = limited.apptainer_args()
     assert limited_args[limited_args.index("--pids-limit") + 1] == "32"
     assert limited_args[limited_args.index("--memory") + 1] == "1000M"
+    assert limited_args[limited_args.index("--cpus") + 1] == "2"  # the default SandboxLimits.cpus
 
 
 def test_docker_command_lines_confine_a_long_lived_container(workdir):
@@ -331,6 +332,7 @@ def test_docker_command_lines_confine_a_long_lived_container(workdir):
     assert args[args.index("--network") + 1] == "none"
     assert args[args.index("--pids-limit") + 1] == "32"
     assert args[args.index("--memory") + 1] == "1000m"
+    assert args[args.index("--cpus") + 1] == "2" and args[args.index("--shm-size") + 1] == "64m"
     assert f"{workdir}:/testbed:rw" in args
     assert args[-4:] == ["--entrypoint", "sleep", "swebench/sweb.eval.x86_64.x:latest", "infinity"]
     assert args[args.index("--user") + 1] == f"{os.getuid()}:{os.getgid()}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -103,6 +104,13 @@ def materialize_worktree(cache_dir: Path, task: Task, dest: Path) -> Path:
     # The reflog's "clone: from <cache path>" would show the sandbox a host path.
     shutil.rmtree(dest / ".git" / "logs", ignore_errors=True)
     return dest
+
+
+def anonymous_worktree_path(root: Path) -> Path:
+    """A fresh path under `root` for an agent's working copy that names neither the task nor the sample: a
+    sandbox sees the host path of what it binds (/proc/self/mountinfo), and the instance id would tell the
+    model which benchmark task it is on."""
+    return Path(root) / f"wc-{secrets.token_hex(8)}"
 
 
 class WorktreeDiffError(RuntimeError):

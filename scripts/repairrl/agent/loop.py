@@ -16,10 +16,10 @@ from repairrl.agent.parsing import parse_tool_calls
 from repairrl.agent.tools import TOOL_SCHEMAS, Workspace, call_tool
 from repairrl.models.backends import ChatBackend, ModelError
 from repairrl.repos import WorktreeDiffError, snapshot_git_dir, worktree_diff
-from repairrl.sandbox.base import Sandbox
+from repairrl.sandbox.base import Sandbox, SandboxError, SandboxLimitError
 from repairrl.tasks import Task
 
-STOP_REASONS = ("no_tool_call", "max_tool_calls", "max_tokens", "timeout", "model_error", "error")
+STOP_REASONS = ("no_tool_call", "max_tool_calls", "max_tokens", "timeout", "model_error", "sandbox_limit", "error")
 
 SYSTEM_PROMPT = """\
 You are a software engineer fixing an issue in the repository at {repo_path}, the working directory of your shell.
@@ -45,6 +45,7 @@ class AgentConfig:
     timeout_s: float = 1800.0  # wall time of one episode, model and tools together
     command_timeout_s: float = 120.0
     repo_path: str = "/repo"  # where the sandbox shows the working copy, if the sandbox does not say
+    max_diff_bytes: int = 2_000_000  # a longer final diff is no answer (a generated file, a dump): recorded as such
     system_prompt: str = SYSTEM_PROMPT  # formatted with repo_path
 
 
@@ -123,21 +124,37 @@ def _run_episode(task: Task, backend: ChatBackend, sandbox: Sandbox, workdir: Pa
                 else:
                     remaining_s = config.timeout_s - (time.monotonic() - started)
                     workspace.command_timeout_s = max(1.0, min(config.command_timeout_s, remaining_s))
-                    output, failed = call_tool(workspace, call.name, call.arguments)
+                    try:
+                        output, failed = call_tool(workspace, call.name, call.arguments)
+                    except SandboxError as sandbox_error:
+                        # A total of the episode was reached (the working copy's size), or the sandbox cannot
+                        # start again: no later command could run, so the episode ends here.
+                        stop_reason = "sandbox_limit" if isinstance(sandbox_error, SandboxLimitError) else "error"
+                        error = str(sandbox_error)
+                        output, failed = f"Error: {sandbox_error}", True
                 seconds = time.monotonic() - tick
                 tool_s += seconds
                 messages.append({"role": "tool", "tool_call_id": call.id, "name": call.name or "", "content": output})
                 tool_log.append({"turn": turns, "id": call.id, "name": call.name, "arguments": call.arguments,
                                  "error": call.error, "failed": failed, "output": output,
                                  "seconds": round(seconds, 4)})
+                if stop_reason:
+                    break
             stop_reason = stop_reason or _limit_reached(started, config, len(tool_log))
     finally:
         session.close()
     diff_started = time.monotonic()
-    try:
-        diff = worktree_diff(git_dir, workdir, task.base_commit)
-    except WorktreeDiffError as diff_error:
-        diff, error = "", error or str(diff_error)
+    diff = ""
+    if stop_reason != "sandbox_limit":  # an oversized working copy is not diffed
+        try:
+            diff = worktree_diff(git_dir, workdir, task.base_commit)
+        except WorktreeDiffError as diff_error:
+            error = error or str(diff_error)
+    diff_bytes = len(diff.encode("utf-8"))
+    if diff_bytes > config.max_diff_bytes:
+        error = error or (f"the final diff is {diff_bytes} bytes, over max_diff_bytes ({config.max_diff_bytes}): "
+                          "recorded as no patch")
+        diff = ""
     return trajectory_record(
         task, sample, seed, backend.model_name, stop_reason=stop_reason, error=error, messages=messages,
         tool_calls=tool_log, tool_stats=workspace.stats.to_record(), diff=diff, trace=session.trace,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 from repairrl.agent.loop import AgentConfig, failed_record, run_episode
 from repairrl.models.backends import ChatBackend, SamplingParams, make_backend
 from repairrl.records import append_jsonl, read_journal, validate_record, write_jsonl
+from repairrl.repos import anonymous_worktree_path
 from repairrl.sandbox.base import Sandbox
 from repairrl.singleturn.episode import (
     TASK_KINDS,
@@ -75,7 +75,7 @@ def run_tasks(tasks: list[Task], backend: ChatBackend, out: Path, prepare_worktr
 
     def run_pair(index: int, task: Task, sample: int) -> None:
         pair_seed = episode_seed(seed, index, sample, samples)
-        dest = scratch / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', task.instance_id)}-{sample}"
+        dest = anonymous_worktree_path(scratch)
         try:
             if single_turn is not None:
                 record = run_single_turn(single_turn, task, backend, sample=sample, seed=pair_seed)

@@ -20,7 +20,6 @@ Single-turn tasks (`task_kind` file_repair or detection) run the same way with a
 
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 import threading
@@ -40,6 +39,7 @@ from repairrl.grading.infrastructure import test_infrastructure_edits
 from repairrl.grading.rewards import compose_rewards
 from repairrl.models.backends import INPROCESS, ChatBackend, ModelTurn, SamplingParams, TokenTrace
 from repairrl.records import append_jsonl, validate_record
+from repairrl.repos import anonymous_worktree_path
 from repairrl.sandbox.base import Sandbox
 from repairrl.singleturn.episode import SINGLE_TURN_KINDS, check_task_kind, make_environment, run_single_turn
 from repairrl.tasks import Task
@@ -260,7 +260,7 @@ class AgentRollout:
     def _episode(self, index: int, task_id: str, backend: ChatBackend, scratch: Path, step: int) -> dict:
         task = self.tasks[task_id]
         seed = None if self.config.seed is None else self.config.seed + 1000 * step + index
-        dest = scratch / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', task_id)}-{index}"
+        dest = anonymous_worktree_path(scratch)
         started = time.monotonic()
         try:
             if self.single_turn is not None:

@@ -293,8 +293,8 @@ def repair_section(rows: list[dict], checks: list[dict], sft: dict | None,
             f"{_num(row['mean_tokens'], 0)} | {row['errors']} |"
         )
     lines += ["", "### Grading integrity", ""]
-    lines += ["Grades that are not plain verdicts: the grader could not grade, a test hit its timeout, or the patch "
-              "edited test infrastructure (reset before the tests ran; README, Security).", ""]
+    lines += [("Grades that are not plain verdicts: the grader could not grade, a test hit its timeout, or the patch "
+              "edited test infrastructure (reset before the tests ran; README, Security)."), ""]
     lines += ["| benchmark | model | grading errors | test timeouts | test-infrastructure edits |",
               "| --- | --- | --- | --- | --- |"]
     for row in rows:

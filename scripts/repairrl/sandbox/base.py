@@ -33,14 +33,24 @@ class CommandResult:
 
 @dataclass(frozen=True)
 class SandboxLimits:
+    """Limits of one sandbox. The hostile party is a model optimised against them, so each is a total of the
+    whole sandbox (all its processes together) wherever the backend can make it one. 0 turns off the memory, CPU,
+    process, file-size and working-copy limits."""
+
     command_timeout_s: float = 60.0
     output_limit_bytes: int = 32_000
-    memory_mb: int = (
-        4096  # address space per process (ulimit -v); also the container's memory where supported
-    )
+    # Memory of the whole sandbox (memory cgroup, no swap; the container's memory); also the address space of
+    # each process (ulimit -v), a second layer where no memory cgroup can be made.
+    memory_mb: int = 4096
+    cpus: float = 2.0  # CPU time per wall-clock second of the whole sandbox (1.0 = one core): a cgroup quota
     max_processes: int = 256  # processes and threads of the whole sandbox
     max_file_size_mb: int = 256  # largest file a command may write (ulimit -f)
+    # The working copy, checked after each command (and every few seconds of a long one): bytes (the larger of
+    # apparent size and disk use) and entries (files, directories, links), the checkout included.
+    max_workdir_mb: int = 2048
+    max_workdir_files: int = 100_000
     tmp_size_mb: int = 1024  # size of the private /tmp (and home) where the backend makes one
+    shm_size_mb: int = 64  # size of /dev/shm; the rest of /dev is read-only where the backend can make it so
     startup_timeout_s: float = 60.0  # how long starting the sandbox (pulling nothing) may take
 
 
@@ -64,6 +74,11 @@ class SandboxError(RuntimeError):
 
 class SandboxUnavailableError(SandboxError):
     """The backend cannot run on this machine (tool missing, user namespaces disabled, ...)."""
+
+
+class SandboxLimitError(SandboxError):
+    """A total of the episode was reached (the working copy's size): no further command runs in this sandbox.
+    The agent loop ends the episode on it; the working copy is left as it is for the caller to remove."""
 
 
 class SandboxStartError(SandboxError):
@@ -132,12 +147,12 @@ def driver_script(
     With `kill_leftovers` (only inside a PID namespace of its own!) every process the command left behind is
     killed before the next one starts: a forgotten server or a fork bomb cannot outlive its command.
     """
-    ulimits = [
-        f"ulimit -v {limits.memory_mb * 1024}",
-        f"ulimit -f {limits.max_file_size_mb * 1024}",
-        "ulimit -c 0",
-    ]
-    if limit_processes:
+    ulimits = ["ulimit -c 0"]
+    if limits.memory_mb > 0:
+        ulimits.append(f"ulimit -v {limits.memory_mb * 1024}")
+    if limits.max_file_size_mb > 0:
+        ulimits.append(f"ulimit -f {limits.max_file_size_mb * 1024}")
+    if limit_processes and limits.max_processes > 0:
         ulimits.append(f"ulimit -u {limits.max_processes}")
     quoted_mount = "'" + mount_point.replace("'", "'\\''") + "'"
     # kill -1 signals every process of the namespace but the caller and its init; it succeeds while any is left
@@ -162,6 +177,36 @@ def driver_script(
     )
 
 
+def workdir_usage(root: str | os.PathLike, stop_bytes: int = 0, stop_entries: int = 0) -> tuple[int, int]:
+    """Bytes and entries below `root`, without following symlinks; the walk ends early once a stop is passed.
+
+    A file counts with the larger of its apparent size and its disk use, so that neither a sparse file (whose
+    diff would read every byte) nor a file with small apparent size hides. Entries that vanish during the walk
+    (a command still running) are skipped.
+    """
+    total_bytes = entries = 0
+    pending = [os.fspath(root)]
+    while pending:
+        try:
+            scan = os.scandir(pending.pop())
+        except OSError:
+            continue
+        with scan:
+            for entry in scan:
+                entries += 1
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                        continue
+                    stat = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                total_bytes += max(stat.st_size, stat.st_blocks * 512)
+            if (stop_bytes and total_bytes > stop_bytes) or (stop_entries and entries > stop_entries):
+                break
+    return total_bytes, entries
+
+
 class PipedShellSandbox:
     """A long-lived bash in a confinement, fed commands over a pipe; subclasses say how to start and stop it.
 
@@ -172,6 +217,7 @@ class PipedShellSandbox:
 
     READY = b"sandbox-ready\n"
     READ_CHUNK = 1 << 20
+    WORKDIR_CHECK_INTERVAL_S = 2.0  # how often the working copy is measured while a long command runs
 
     def __init__(self, workdir: str | os.PathLike, limits: SandboxLimits | None, mount_point: str):
         self.workdir = Path(workdir).resolve()
@@ -182,6 +228,8 @@ class PipedShellSandbox:
         self.restarts = 0  # fresh shells started after a timeout or a crash
         self._process: subprocess.Popen | None = None
         self._closed = False
+        self._limit_reached: str | None = None  # why no command may run any more (SandboxLimitError)
+        self._next_workdir_check = float("inf")
 
     # -- what a backend provides --------------------------------------------------------------------------------
 
@@ -204,6 +252,41 @@ class PipedShellSandbox:
 
     def describe_start_failure(self, output: str) -> str:
         return f"{type(self).__name__} on {self.workdir} did not start: {output.strip() or 'no output'}"
+
+    def limit_notices(self) -> list[str]:
+        """Limits the last command ran into that its output may not show (an OOM kill); read before any stop."""
+        return []
+
+    # -- the working copy's size --------------------------------------------------------------------------------
+
+    @property
+    def watches_workdir(self) -> bool:
+        return bool(self.limits.max_workdir_mb or self.limits.max_workdir_files)
+
+    def check_workdir(self) -> None:
+        """Raise SandboxLimitError (and stop the shell, so nothing goes on writing) once the working copy is over
+        its size or entry cap; every later `run` raises it again without running anything.
+
+        A walk of the working copy costs about 4 us an entry (one lstat each; 20 ms for a 5,000-file checkout,
+        bench/sandbox_overhead.py), paid after every command: small next to a model's turn, and the only check
+        that a sparse file, fallocate or a hard link cannot slip past (a rate bound on writes could not)."""
+        if self._limit_reached is None and self.watches_workdir:
+            max_bytes = self.limits.max_workdir_mb * 1024 * 1024
+            max_entries = self.limits.max_workdir_files
+            size, entries = workdir_usage(self.workdir, max_bytes, max_entries)
+            if max_bytes and size > max_bytes:
+                self._limit_reached = (
+                    f"the working copy grew past its cap of {self.limits.max_workdir_mb} MB (over {size // 2**20} "
+                    "MB); the episode ends here (raise SandboxLimits.max_workdir_mb if the task needs more)"
+                )
+            elif max_entries and entries > max_entries:
+                self._limit_reached = (
+                    f"the working copy grew past its cap of {max_entries} files and directories (over {entries}); "
+                    "the episode ends here (raise SandboxLimits.max_workdir_files if the task needs more)"
+                )
+        if self._limit_reached is not None:
+            self._stop()
+            raise SandboxLimitError(self._limit_reached)
 
     # -- the shell session ----------------------------------------------------------------------------------------
 
@@ -249,11 +332,20 @@ class PipedShellSandbox:
     def run(self, command: str, timeout_s: float | None = None) -> CommandResult:
         if "\0" in command:
             raise ValueError("a shell command cannot contain NUL bytes")
+        if self._limit_reached is not None:
+            raise SandboxLimitError(self._limit_reached)
         timeout_s = self.limits.command_timeout_s if timeout_s is None else timeout_s
         self.start()
         self._drain_stray_output()
         started = time.monotonic()
         deadline = started + timeout_s
+        if self.watches_workdir:
+            self._next_workdir_check = started + self.WORKDIR_CHECK_INTERVAL_S
+        result = self._run(command, started, deadline, timeout_s)
+        self.check_workdir()
+        return result
+
+    def _run(self, command: str, started: float, deadline: float, timeout_s: float) -> CommandResult:
         nonce = secrets.token_hex(16).encode()
         capture = OutputCapture(self.limits.output_limit_bytes)
         message = memoryview(nonce + b"\0" + command.encode("utf-8", errors="surrogateescape") + b"\0")
@@ -264,7 +356,7 @@ class PipedShellSandbox:
             return self._crashed(command, capture, started)
         pending = b""  # bytes that may hold the start of the nonce
         while True:
-            chunk = self._read(deadline)
+            chunk = self._read_watching(deadline)
             if chunk is None:
                 return self._timed_out(command, capture, started, timeout_s, pending)
             if not chunk:
@@ -280,7 +372,7 @@ class PipedShellSandbox:
             capture.feed(data[:found])
             status = data[found + len(nonce) :]
             while b"\n" not in status:
-                more = self._read(deadline)
+                more = self._read_watching(deadline)
                 if more is None:
                     return self._timed_out(command, capture, started, timeout_s, b"")
                 if not more:
@@ -290,7 +382,7 @@ class PipedShellSandbox:
             return CommandResult(
                 command=command,
                 exit_code=exit_code,
-                output=capture.text(),
+                output=self._with_notices(capture.text(), self.limit_notices()),
                 duration_s=time.monotonic() - started,
                 truncated=capture.truncated,
                 output_bytes=capture.total,
@@ -324,6 +416,25 @@ class PipedShellSandbox:
             if ready:
                 return os.read(fd, self.READ_CHUNK)
 
+    def _read_watching(self, deadline: float) -> bytes | None:
+        """`_read` during a command, measuring the working copy every few seconds: one long command must not be
+        able to fill the disk before the check that follows it."""
+        while True:
+            if time.monotonic() >= self._next_workdir_check:
+                self.check_workdir()
+                self._next_workdir_check = time.monotonic() + self.WORKDIR_CHECK_INTERVAL_S
+            until = min(deadline, self._next_workdir_check)
+            chunk = self._read(until)
+            if chunk is None and until < deadline:
+                continue
+            return chunk
+
+    @staticmethod
+    def _with_notices(output: str, notices: list[str]) -> str:
+        if not notices:
+            return output
+        return (output + "\n" if output and not output.endswith("\n") else output) + "\n".join(notices)
+
     def _drain_stray_output(self) -> None:
         """Drop what background processes of earlier commands wrote since, so it is not blamed on this one."""
         fd = self._process.stdout.fileno()
@@ -347,13 +458,13 @@ class PipedShellSandbox:
         self, command: str, capture: OutputCapture, started: float, notice: str, timed_out: bool
     ) -> CommandResult:
         """Drop the broken shell (the next command starts a fresh one) and report what was seen, plus why."""
+        notices = self.limit_notices()  # before the stop, which removes what the backend reads them from
         self._stop()
         self.restarts += 1
-        output = capture.text()
         return CommandResult(
             command=command,
             exit_code=None,
-            output=(output + "\n" if output and not output.endswith("\n") else output) + notice,
+            output=self._with_notices(capture.text(), [*notices, notice]),
             duration_s=time.monotonic() - started,
             timed_out=timed_out,
             truncated=capture.truncated,

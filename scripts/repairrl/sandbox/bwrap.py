@@ -5,9 +5,17 @@ What the sandbox sees: the host's /usr (and the /bin, /lib* that point into it) 
 copy read-write at the mount point. Nothing else of the host: no /root, /home, /work, /sys, no network, no host
 environment variables. The sandbox user is uid 1000, so files it writes belong to the host user who started it.
 
-Limits: wall time per command from the host (the whole sandbox is killed and restarted); address space and file
-size with ulimit; processes with a pids cgroup where the host lets us make one, and with ulimit -u, which the
-kernel enforces only for a non-root host user (root is exempt from RLIMIT_NPROC even inside a user namespace).
+Limits: wall time per command from the host (the whole sandbox is killed and restarted); the totals of the whole
+sandbox with its own cgroups where the host lets us make them (v1 or delegated v2): processes (pids), memory
+without swap (memory; an OOM kill is reported in the command's output) and CPU time (cpu quota). Where a cgroup
+cannot be made a warning names the limit that does not hold, and only per-process layers remain: ulimit -v
+(address space), ulimit -u (which binds only a non-root host user: root is exempt from RLIMIT_NPROC
+even inside a user namespace). File size with ulimit -f; /dev is read-only but for a small /dev/shm; the working
+copy's size is checked by `PipedShellSandbox`.
+
+What a command can still learn of the host: /proc/self/mountinfo names the host paths of the bind mounts (the
+working copy, the Python prefix). A bind mount shows its source's path within its file system and bwrap cannot
+change that; the working copy's host path should therefore say nothing about the task.
 """
 
 from __future__ import annotations
@@ -83,82 +91,288 @@ def python_prefixes() -> list[str]:
     return sorted(p for p in prefixes if not p.startswith("/usr/") and p != "/usr" and os.path.isdir(p))
 
 
-class PidsCgroup:
-    """A pids cgroup (v1, or v2 where pids is delegated to our cgroup) capping the processes of one sandbox."""
+CGROUP_LIMITS = ("pids", "memory", "cpu")  # the controllers that carry a limit of SandboxLimits
+CGROUP_LIMIT_NAMES = {"pids": "process count", "memory": "total memory", "cpu": "CPU time"}
+CPU_PERIOD_US = 100_000
 
-    def __init__(self, max_processes: int):
-        self.max_processes = max_processes
-        self.path: Path | None = None
 
-    @staticmethod
-    def parent_dir() -> Path | None:
-        try:
-            lines = Path("/proc/self/cgroup").read_text().splitlines()
-        except OSError:
+def _unescape_mountinfo(field: str) -> str:
+    return field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+def own_cgroups(
+    membership: str | None = None, mountinfo: str | None = None
+) -> tuple[dict[str, Path], Path | None]:
+    """Our process's cgroup directories: by controller in the v1 hierarchies, and the v2 one (None if none).
+
+    Read from /proc/self/cgroup and the cgroup mounts of /proc/self/mountinfo (or the texts given), so that
+    hierarchies mounted elsewhere than /sys/fs/cgroup/<name> (co-mounted `cpu,cpuacct`, a container's cgroup
+    namespace) are found.
+    """
+    try:
+        membership = Path("/proc/self/cgroup").read_text() if membership is None else membership
+        mountinfo = Path("/proc/self/mountinfo").read_text() if mountinfo is None else mountinfo
+    except OSError:
+        return {}, None
+    mounts = mountinfo.splitlines()
+    v1_mounts: dict[str, tuple[str, str]] = {}  # controller -> (mount root in the hierarchy, mount point)
+    v2_mount: tuple[str, str] | None = None
+    for line in mounts:
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        tail = fields[fields.index("-") + 1 :]
+        if len(tail) < 3:
+            continue
+        root, point = _unescape_mountinfo(fields[3]), _unescape_mountinfo(fields[4])
+        if tail[0] == "cgroup2" and v2_mount is None:
+            v2_mount = (root, point)
+        elif tail[0] == "cgroup":
+            for option in tail[2].split(","):
+                v1_mounts.setdefault(option, (root, point))
+
+    def under(mount: tuple[str, str], path: str) -> Path | None:
+        root, point = mount
+        relative = os.path.relpath(path, root)
+        if relative.startswith(".."):  # our cgroup is outside what is mounted here
             return None
-        for line in lines:
-            _, controllers, path = line.split(":", 2)
-            if "pids" in controllers.split(","):
-                candidate = Path("/sys/fs/cgroup/pids") / path.lstrip("/")
-                if candidate.is_dir():
-                    return candidate
-        for line in lines:
-            if line.startswith("0::"):
-                candidate = Path("/sys/fs/cgroup") / line[3:].lstrip("/")
-                try:
-                    if "pids" in (candidate / "cgroup.subtree_control").read_text().split():
-                        return candidate
-                except OSError:
-                    return None
-        return None
+        return Path(os.path.normpath(os.path.join(point, relative)))
 
-    def create(self) -> bool:
-        parent = self.parent_dir()
-        if parent is None or not os.access(parent, os.W_OK):
-            return False
-        path = parent / f"repairrl-sandbox-{os.getpid()}-{os.urandom(4).hex()}"
-        try:
-            path.mkdir()
-            (path / "pids.max").write_text(str(self.max_processes))
-        except OSError:
+    v1: dict[str, Path] = {}
+    v2: Path | None = None
+    for line in membership.splitlines():
+        if line.count(":") < 2:
+            continue
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" and not controllers:
+            v2 = under(v2_mount, path) if v2_mount else None
+            continue
+        for controller in controllers.split(","):
+            if controller in v1_mounts:
+                directory = under(v1_mounts[controller], path)
+                if directory is not None and directory.is_dir():
+                    v1[controller] = directory
+    return v1, v2
+
+
+def _read_words(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _v2_parent(wanted: set[str]) -> tuple[Path | None, set[str]]:
+    """Where a v2 child cgroup with the most of `wanted` can be made: our cgroup if it delegates them to children,
+    else its parent (a sibling of the leaf we run in: the layout of a systemd user service's app.slice and of
+    Slurm's job_N/step_N/user/task_N), enabling the controllers in subtree_control where we may."""
+    _, own = own_cgroups()
+    if own is None or not wanted:
+        return None, set()
+    best: tuple[Path | None, set[str]] = (None, set())
+    for candidate in (own, own.parent):
+        # Moving our launcher into a child of `candidate` needs write access to the common ancestor's procs.
+        if not os.access(candidate, os.W_OK) or not os.access(candidate / "cgroup.procs", os.W_OK):
+            continue
+        available = set(_read_words(candidate / "cgroup.controllers")) & wanted
+        enabled = set(_read_words(candidate / "cgroup.subtree_control"))
+        missing = available - enabled
+        if missing:  # fails (EBUSY) where the candidate itself holds processes; then it stays as it is
             try:
-                path.rmdir()
+                (candidate / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in sorted(missing)))
             except OSError:
                 pass
-            return False
-        self.path = path
-        return True
+            enabled = set(_read_words(candidate / "cgroup.subtree_control"))
+        usable = enabled & wanted
+        if len(usable) > len(best[1]) or best[0] is None:
+            best = (candidate, usable)
+    return best
+
+
+class SandboxCgroup:
+    """The cgroup(s) of one sandbox: its processes' count (pids), memory without swap (memory) and CPU time
+    (cpu), each a total of the whole sandbox, plus the counters read back (OOM kills, CPU time used).
+
+    cgroup v1 has one directory per hierarchy (pids, memory, cpu, and cpuacct to count CPU time where it is a
+    hierarchy of its own); v2 one directory in which the controllers delegated to us are enabled. `create` makes
+    whatever the host allows, and says which limits it could not make; the launcher joins every directory
+    (`join_argv`) before bwrap forks.
+    """
+
+    def __init__(self, limits: SandboxLimits):
+        self.limits = limits
+        self.dirs: dict[str, Path] = {}  # controller -> the sandbox's cgroup directory holding it
+        self.v2_dir: Path | None = None
+        self.unenforced: list[str] = []  # the limits (CGROUP_LIMITS) no cgroup holds
+        self._oom_fd: int | None = None  # the OOM counter, kept open: a pread costs a twentieth of a read
+
+    def wanted(self) -> list[str]:
+        limits = self.limits
+        wanted = {"pids": limits.max_processes > 0, "memory": limits.memory_mb > 0, "cpu": limits.cpus > 0}
+        return [c for c in CGROUP_LIMITS if wanted[c]]
+
+    def create(self) -> set[str]:
+        """Make the cgroups; returns the controllers whose limit holds (the others are in `unenforced`)."""
+        wanted = self.wanted()
+        name = f"repairrl-sandbox-{os.getpid()}-{os.urandom(4).hex()}"
+        v1, _ = own_cgroups()
+        made: dict[Path, Path] = {}  # parent -> child, one per v1 hierarchy (co-mounted controllers share it)
+        for controller in [*wanted, "cpuacct"]:
+            parent = v1.get(controller)
+            if parent is None or not os.access(parent, os.W_OK):
+                continue
+            child = made.get(parent) or parent / name
+            try:
+                child.mkdir(exist_ok=child in made.values())
+                if controller != "cpuacct":
+                    self._write_limit(child, controller, v2=False)
+            except OSError:
+                if child not in made.values():
+                    self._rmdir(child)
+                continue
+            made[parent] = child
+            self.dirs[controller] = child
+        # What no v1 hierarchy holds (all of it on a v2-only host) goes into one v2 cgroup, if one can be made.
+        parent, usable = _v2_parent({c for c in wanted if c not in self.dirs})
+        if parent is not None and usable:
+            try:
+                (parent / name).mkdir()
+                self.v2_dir = parent / name
+            except OSError:
+                usable = set()
+            for controller in sorted(usable):
+                try:
+                    self._write_limit(self.v2_dir, controller, v2=True)
+                except OSError:
+                    continue
+                self.dirs[controller] = self.v2_dir
+        self.unenforced = [c for c in wanted if c not in self.dirs]
+        if "memory" in self.dirs:
+            events = "memory.events" if self.dirs["memory"] == self.v2_dir else "memory.oom_control"
+            try:
+                self._oom_fd = os.open(self.dirs["memory"] / events, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._oom_fd = None
+        return {c for c in wanted if c in self.dirs}
+
+    def _write_limit(self, directory: Path, controller: str, v2: bool) -> None:
+        limits = self.limits
+        if controller == "pids":
+            (directory / "pids.max").write_text(str(limits.max_processes))
+        elif controller == "memory":
+            memory = str(limits.memory_mb * 1024 * 1024)
+            if v2:
+                (directory / "memory.max").write_text(memory)
+                self._write_if_present(directory / "memory.swap.max", "0")
+            else:
+                (directory / "memory.limit_in_bytes").write_text(memory)
+                self._write_if_present(directory / "memory.memsw.limit_in_bytes", memory)
+        elif controller == "cpu":
+            quota = max(int(limits.cpus * CPU_PERIOD_US), 1000)
+            if v2:
+                (directory / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+            else:
+                (directory / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+                (directory / "cpu.cfs_quota_us").write_text(str(quota))
+
+    @staticmethod
+    def _write_if_present(path: Path, value: str) -> None:
+        """Swap limits exist only with swap accounting; without it there is no swap to limit either."""
+        if path.exists():
+            path.write_text(value)
+
+    @property
+    def directories(self) -> list[Path]:
+        return list(dict.fromkeys([*self.dirs.values(), *([self.v2_dir] if self.v2_dir else [])]))
+
+    def join_argv(self, argv: list[str]) -> list[str]:
+        """`argv`, started by a shell that first moves itself into every directory, so that no process of the
+        sandbox is ever outside them; if a move fails the sandbox does not start (exit status 95)."""
+        if not self.directories:
+            return argv
+        procs = [str(d / "cgroup.procs") for d in self.directories]
+        script = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 95; shift; done; shift; exec "$@"'
+        return ["/bin/sh", "-c", script, "join-cgroups", *procs, "--", *argv]
+
+    def oom_kills(self) -> int:
+        """Processes the kernel killed for the sandbox's memory limit, since the cgroup was made."""
+        if self._oom_fd is None:
+            return 0
+        try:
+            words = os.pread(self._oom_fd, 4096, 0).split()
+        except OSError:
+            return 0
+        for key, value in zip(words[::2], words[1::2], strict=False):
+            if key == b"oom_kill":
+                return int(value)
+        return 0
+
+    def cpu_usage_s(self) -> float | None:
+        """CPU time the sandbox's processes used (user and system), None where no cgroup counts it."""
+        if "cpuacct" in self.dirs:
+            words = _read_words(self.dirs["cpuacct"] / "cpuacct.usage")
+            return int(words[0]) / 1e9 if words else None
+        if self.v2_dir is not None:
+            words = _read_words(self.v2_dir / "cpu.stat")
+            for key, value in zip(words[::2], words[1::2], strict=False):
+                if key == "usage_usec":
+                    return int(value) / 1e6
+        return None
 
     def kill_all(self) -> None:
-        if self.path is None:
-            return
-        for _ in range(50):
-            try:
-                pids = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
-            except OSError:
-                return
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.01)
+        for directory in self.directories:
+            for _ in range(50):
+                pids = [int(p) for p in _read_words(directory / "cgroup.procs")]
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.01)
 
-    def remove(self) -> None:
-        if self.path is None:
-            return
-        self.kill_all()
+    @staticmethod
+    def _rmdir(path: Path) -> None:
         for _ in range(100):
             try:
-                self.path.rmdir()
-                break
+                path.rmdir()
+                return
             except FileNotFoundError:
-                break
+                return
             except OSError:  # still busy while the last processes are reaped
                 time.sleep(0.01)
-        self.path = None
+
+    def remove(self) -> None:
+        if self._oom_fd is not None:
+            os.close(self._oom_fd)
+            self._oom_fd = None
+        self.kill_all()
+        for directory in self.directories:
+            self._rmdir(directory)
+        self.dirs, self.v2_dir = {}, None
+
+
+_WARNED: set[str] = set()
+
+
+def warn_unenforced_limits(controllers: list[str], limits: SandboxLimits) -> None:
+    """One warning per process and message (not one per sandbox: an RL run starts thousands); the sandbox runs
+    on with what holds without cgroups."""
+    fallbacks = {
+        "pids": "ulimit -u only, which does not bind root" if os.geteuid() == 0 else "ulimit -u, per user",
+        "memory": f"ulimit -v of {limits.memory_mb} MB per process only",
+        "cpu": "not limited at all",
+    }
+    detail = "; ".join(f"{CGROUP_LIMIT_NAMES[c]}: {fallbacks[c]}" for c in controllers)
+    message = (
+        f"no {'/'.join(controllers)} cgroup could be made here, so these sandbox totals are not enforced ({detail}); "
+        "delegate the controllers (cgroup v2: systemd Delegate=yes, Slurm's cgroup plugin) or run as root with "
+        "cgroup v1"
+    )
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
 class BwrapSandbox(PipedShellSandbox):
@@ -181,7 +395,8 @@ class BwrapSandbox(PipedShellSandbox):
         self.extra_ro_binds = [str(Path(p).resolve()) for p in extra_ro_binds]
         self.env = dict(env or {})
         self.use_cgroup = use_cgroup
-        self._cgroup: PidsCgroup | None = None
+        self.cgroup: SandboxCgroup | None = None  # the running shell's cgroups; a fresh one for each start
+        self._oom_kills_seen = 0
         self._identity_dir: str | None = None
 
     def sandbox_env(self) -> dict[str, str]:
@@ -227,7 +442,18 @@ class BwrapSandbox(PipedShellSandbox):
                 args += ["--symlink", os.readlink(top), top]
             elif os.path.isdir(top):
                 args += ["--ro-bind", top, top]
-        args += ["--proc", "/proc", "--dev", "/dev", "--dir", "/etc"]
+        # bwrap's /dev is a tmpfs as large as half the RAM (its --size applies to --tmpfs only): a small tmpfs on
+        # /dev/shm is the one writable place in it, and the rest is made read-only (device nodes stay usable).
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        args += [
+            "--size",
+            str(self.limits.shm_size_mb * 1024 * 1024),
+            "--tmpfs",
+            "/dev/shm",
+            "--remount-ro",
+            "/dev",
+        ]
+        args += ["--dir", "/etc"]
         for name in ETC_ALLOWLIST:
             if os.path.exists(f"/etc/{name}"):
                 args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
@@ -253,11 +479,7 @@ class BwrapSandbox(PipedShellSandbox):
         driver = driver_script(self.mount_point, self.limits, limit_processes=True, kill_leftovers=True)
         argv = [*self.bwrap_args(self._identity_dir or "/nonexistent"), "/bin/bash", "--noprofile", "--norc"]
         argv += ["-c", driver]
-        if self._cgroup is not None and self._cgroup.path is not None:
-            # Join the cgroup before bwrap forks anything, so no process of the sandbox is ever outside it.
-            procs = str(self._cgroup.path / "cgroup.procs")
-            argv = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', procs, *argv]
-        return argv
+        return self.cgroup.join_argv(argv) if self.cgroup is not None else argv
 
     def prepare(self) -> None:
         if shutil.which(self.bwrap) is None:
@@ -272,23 +494,26 @@ class BwrapSandbox(PipedShellSandbox):
                 "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
             )
             Path(self._identity_dir, "group").write_text(f"agent:x:{SANDBOX_UID}:\nnogroup:x:65534:\n")
-        self._cgroup = None
+        self.cgroup, self._oom_kills_seen = None, 0
         if self.use_cgroup:
-            cgroup = PidsCgroup(self.limits.max_processes)
-            if cgroup.create():
-                self._cgroup = cgroup
-            elif os.geteuid() == 0:
-                warnings.warn(
-                    "no pids cgroup could be made and root is exempt from ulimit -u: the sandbox's process "
-                    "count is not limited (a fork bomb runs until the command's timeout)",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+            self.cgroup = SandboxCgroup(self.limits)
+            self.cgroup.create()
+            if self.cgroup.unenforced:
+                warn_unenforced_limits(self.cgroup.unenforced, self.limits)
 
     def teardown(self) -> None:
-        if self._cgroup is not None:
-            self._cgroup.remove()
-            self._cgroup = None
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+
+    def limit_notices(self) -> list[str]:
+        if self.cgroup is None:
+            return []
+        kills = self.cgroup.oom_kills()  # one small file read per command, only where a memory cgroup exists
+        if kills == self._oom_kills_seen:
+            return []
+        self._oom_kills_seen = kills
+        return [f"[killed: the sandbox's memory limit of {self.limits.memory_mb} MB was reached]"]
 
     def close(self) -> None:
         super().close()

@@ -59,8 +59,8 @@ class ApptainerSandbox(PipedShellSandbox):
         # `--network none` needs a network namespace; Apptainer allows it unprivileged only where the site's
         # apptainer.conf does ("allow net networks = none"); pass network=True to keep the host's instead.
         self.network = network
-        # --pids-limit/--memory need cgroups v2 with systemd delegation (or root); without them the process
-        # count is bounded only by the timeout, and memory by ulimit -v.
+        # --pids-limit/--memory/--cpus need cgroups v2 with systemd delegation (or root); without them the process
+        # count is bounded only by the timeout, memory by ulimit -v per process, CPU time not at all.
         self.cgroups = cgroups
         self.apptainer = apptainer or shutil.which("apptainer") or shutil.which("singularity") or "apptainer"
 
@@ -83,6 +83,8 @@ class ApptainerSandbox(PipedShellSandbox):
             args += ["--net", "--network", "none"]
         if self.cgroups:
             args += ["--pids-limit", str(self.limits.max_processes), "--memory", f"{self.limits.memory_mb}M"]
+            if self.limits.cpus > 0:
+                args += ["--cpus", f"{self.limits.cpus:g}"]
         for key, value in sorted(self.env.items()):
             args += ["--env", f"{key}={value}"]
         return [*args, self.image]
@@ -158,6 +160,8 @@ class DockerSandbox(PipedShellSandbox):
             "no-new-privileges",
             "--tmpfs",
             f"/tmp:rw,exec,size={limits.tmp_size_mb}m",
+            "--shm-size",
+            f"{limits.shm_size_mb}m",
             "--ulimit",
             f"fsize={limits.max_file_size_mb * 1024 * 1024}",
             "--volume",
@@ -165,6 +169,8 @@ class DockerSandbox(PipedShellSandbox):
             "--workdir",
             self.mount_point,
         ]
+        if limits.cpus > 0:
+            args += ["--cpus", f"{limits.cpus:g}"]
         if self.user:
             args += ["--user", self.user]
         for path in self.extra_ro_binds:
@@ -177,7 +183,7 @@ class DockerSandbox(PipedShellSandbox):
         return [self.docker, "exec", "--interactive", "--workdir", self.mount_point, self.container]
 
     def launch_argv(self) -> list[str]:
-        # Processes and memory are the container's limits (--pids-limit, --memory), not ulimits. No sweep of
+        # Processes, memory and CPU are the container's limits (--pids-limit, --memory, --cpus). No sweep of
         # leftovers: `kill -1` would also kill the container's idle main process.
         driver = driver_script(self.mount_point, self.limits, limit_processes=False)
         return [*self.exec_args(), "bash", "--noprofile", "--norc", "-c", driver]
