@@ -27,7 +27,7 @@ from repairrl.agent.loop import AgentConfig, failed_record, run_episode
 from repairrl.models.backends import ChatBackend, SamplingParams, make_backend
 from repairrl.records import append_jsonl, read_journal, validate_record, write_jsonl
 from repairrl.repos import anonymous_worktree_path
-from repairrl.sandbox.base import Sandbox
+from repairrl.sandbox.base import Sandbox, SandboxLimits
 from repairrl.singleturn.episode import (
     TASK_KINDS,
     SingleTurnEnvironment,
@@ -147,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens, help="conversation length cap")
     parser.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds per episode")
     parser.add_argument("--command-timeout", type=float, default=defaults.command_timeout_s)
+    limits = SandboxLimits()
+    parser.add_argument("--memory-mb", type=int, default=limits.memory_mb, help="memory of the whole sandbox")
+    parser.add_argument("--cpus", type=float, default=limits.cpus, help="cores' worth of CPU time of the sandbox")
+    parser.add_argument("--max-workdir-mb", type=int, default=limits.max_workdir_mb,
+                        help="largest working copy; past it the episode ends (sandbox_limit)")
     parser.add_argument("--batch-size", type=int, default=16, help="inprocess: most requests per generate call")
     return parser
 
@@ -163,9 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from repairrl.repos import materialize_worktree
     from repairrl.sandbox import make_sandbox
-    from repairrl.sandbox.base import SandboxLimits
-
-    limits = SandboxLimits(command_timeout_s=args.command_timeout)
+    limits = SandboxLimits(command_timeout_s=args.command_timeout, memory_mb=args.memory_mb, cpus=args.cpus,
+                           max_workdir_mb=args.max_workdir_mb)
 
     def open_sandbox(workdir: Path, task: Task) -> Sandbox:
         return make_sandbox(args.sandbox, workdir, limits=limits, image=task.image, unsafe=args.unsafe)

@@ -20,6 +20,7 @@ Single-turn tasks (`task_kind` file_repair or detection) run the same way with a
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 import threading
@@ -40,7 +41,7 @@ from repairrl.grading.rewards import compose_rewards
 from repairrl.models.backends import INPROCESS, ChatBackend, ModelTurn, SamplingParams, TokenTrace
 from repairrl.records import append_jsonl, validate_record
 from repairrl.repos import anonymous_worktree_path
-from repairrl.sandbox.base import Sandbox
+from repairrl.sandbox.base import Sandbox, SandboxLimits
 from repairrl.singleturn.episode import SINGLE_TURN_KINDS, check_task_kind, make_environment, run_single_turn
 from repairrl.tasks import Task
 
@@ -63,6 +64,8 @@ class RolloutConfig:
     max_new_tokens_per_turn: int = 512
     sandbox: str = "bwrap"
     unsafe: bool = False
+    sandbox_limits: SandboxLimits = field(default_factory=SandboxLimits)  # the episode's; its command timeout
+    # is the agent's
     grading_timeout_s: float = 300.0  # the whole grading of one episode's patch
     grading_test_timeout_s: float = 30.0  # one test
     workers: int = 16  # episodes run at once (each one thread; generation is batched across them)
@@ -229,9 +232,8 @@ class AgentRollout:
 
     def _default_sandbox(self, workdir: Path, task: Task) -> Sandbox:
         from repairrl.sandbox import make_sandbox
-        from repairrl.sandbox.base import SandboxLimits
 
-        limits = SandboxLimits(command_timeout_s=self.config.agent.command_timeout_s)
+        limits = dataclasses.replace(self.config.sandbox_limits, command_timeout_s=self.config.agent.command_timeout_s)
         return make_sandbox(self.config.sandbox, workdir, limits=limits, image=task.image, unsafe=self.config.unsafe)
 
     # One episode ----------------------------------------------------------------------------------------------

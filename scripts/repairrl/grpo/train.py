@@ -47,6 +47,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from repairrl.grpo.rollout import AgentRollout, RolloutConfig, component_reward_funcs
 from repairrl.records import atomic_write
+from repairrl.sandbox.base import SandboxLimits
 
 ALGORITHMS = ("gspo", "dr_grpo", "grpo")
 CHECKPOINTS, FINAL, METRICS, EPISODES = "checkpoints", "final", "metrics.csv", "episodes.jsonl"
@@ -82,6 +83,9 @@ class GRPOScriptArguments:
     episode_timeout: float = field(default=600.0, metadata={"help": "seconds per episode"})
     command_timeout: float = field(default=60.0, metadata={"help": "seconds per shell command"})
     sandbox: str = field(default="bwrap", metadata={"help": "sandbox backend (repairrl.sandbox.make_sandbox)"})
+    sandbox_memory_mb: int = field(default=4096, metadata={"help": "memory of each episode's whole sandbox"})
+    sandbox_cpus: float = field(default=2.0, metadata={"help": "cores' worth of CPU time of each sandbox"})
+    sandbox_max_workdir_mb: int = field(default=2048, metadata={"help": "largest working copy of an episode"})
     grading_budget: float = field(default=300.0, metadata={"help": "seconds to grade one episode's patch (tests "
                                   "included) for the test-based rewards"})
     grading_test_timeout: float = field(default=30.0, metadata={"help": "seconds per test when grading; a test "
@@ -330,6 +334,8 @@ def rollout_config_from(args: GRPOScriptArguments, config: RepairGRPOConfig, out
         max_completion_length=config.max_completion_length, max_new_tokens_per_turn=args.episode_max_new_tokens,
         sandbox=args.sandbox, unsafe=args.unsafe, workers=args.rollout_workers,
         grading_timeout_s=args.grading_budget, grading_test_timeout_s=args.grading_test_timeout,
+        sandbox_limits=SandboxLimits(command_timeout_s=args.command_timeout, memory_mb=args.sandbox_memory_mb,
+                                     cpus=args.sandbox_cpus, max_workdir_mb=args.sandbox_max_workdir_mb),
         work_root=Path(args.work_root) if args.work_root else None, episodes_path=out_dir / EPISODES,
         seed=config.seed, task_kind=args.task, max_file_chars=args.max_file_chars,
     )
