@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
@@ -35,11 +36,22 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
         raise
 
 
+def json_line(row: dict) -> str:
+    """One JSONL line. Text that UTF-8 cannot hold (a lone surrogate from a model's output) is written escaped
+    rather than failing the write: a record is never lost to the bytes a model produced."""
+    line = json.dumps(row, ensure_ascii=False, sort_keys=True)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(row, ensure_ascii=True, sort_keys=True)
+    return line + "\n"
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> int:
     count = 0
     with atomic_write(path) as handle:
         for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            handle.write(json_line(row))
             count += 1
     return count
 
@@ -65,22 +77,28 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        handle.write(json_line(row))
         handle.flush()
         os.fsync(handle.fileno())
 
 
 def read_journal(path: str | os.PathLike) -> list[dict]:
-    """Read an append-only journal, skipping a torn last line left by a killed writer."""
+    """Read an append-only journal, skipping (with a warning) a line torn by a killed writer, even one cut inside
+    a UTF-8 character: its record is simply redone."""
     if not Path(path).exists():
         return []
-    rows = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+    rows, torn = [], []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
                 continue
+            try:
+                rows.append(json.loads(line.decode("utf-8")))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                torn.append(number)
+    if torn:
+        warnings.warn(f"{path}: skipped {len(torn)} unreadable line(s) (line {', '.join(map(str, torn[:5]))}); "
+                      "their records are redone", RuntimeWarning, stacklevel=2)
     return rows
 
 

@@ -88,6 +88,7 @@ def _run_episode(task: Task, backend: ChatBackend, sandbox: Sandbox, workdir: Pa
     model_s = tool_s = 0.0
     context_tokens = completion_tokens = turns = 0
     stop_reason, error = None, None
+    executed = 0  # tool calls that ran or were refused as malformed: what max_tool_calls counts
     try:
         while stop_reason is None:
             if time.monotonic() - started >= config.timeout_s:
@@ -105,25 +106,32 @@ def _run_episode(task: Task, backend: ChatBackend, sandbox: Sandbox, workdir: Pa
             model_s += time.monotonic() - tick
             turns += 1
             context_tokens, completion_tokens = turn.context_tokens, completion_tokens + turn.completion_tokens
-            assistant = {"role": "assistant", "content": turn.content}
+            # Whatever bytes the model produced, the record holds text that can be written (lone surrogates -> ?).
+            content = turn.content.encode("utf-8", errors="replace").decode("utf-8")
+            assistant = {"role": "assistant", "content": content}
             if turn.tool_calls:
                 assistant["tool_calls"] = turn.tool_calls
             messages.append(assistant)
-            calls = parse_tool_calls(turn.content, turn.tool_calls)
+            calls = parse_tool_calls(content, turn.tool_calls)
             if not calls:
                 stop_reason = "max_tokens" if turn.finish_reason == "length" else "no_tool_call"
                 break
             for call in calls:
-                stop_reason = _limit_reached(started, config, len(tool_log))
-                if stop_reason:
-                    break
                 tick = time.monotonic()
-                if call.error:
+                limit = stop_reason or _limit_reached(started, config, executed)
+                if limit:
+                    # Every call gets an answer, so the conversation stays well-formed; none of these runs.
+                    stop_reason = limit
+                    workspace.stats.over_limit_calls += 1
+                    output, failed = f"Error: not run: the episode has ended ({limit})", True
+                elif call.error:
+                    executed += 1
                     workspace.stats.invalid_calls += 1
                     output, failed = f"Error: {call.error}", True
                 else:
                     remaining_s = config.timeout_s - (time.monotonic() - started)
                     workspace.command_timeout_s = max(1.0, min(config.command_timeout_s, remaining_s))
+                    executed += 1
                     try:
                         output, failed = call_tool(workspace, call.name, call.arguments)
                     except SandboxError as sandbox_error:
@@ -138,9 +146,7 @@ def _run_episode(task: Task, backend: ChatBackend, sandbox: Sandbox, workdir: Pa
                 tool_log.append({"turn": turns, "id": call.id, "name": call.name, "arguments": call.arguments,
                                  "error": call.error, "failed": failed, "output": output,
                                  "seconds": round(seconds, 4)})
-                if stop_reason:
-                    break
-            stop_reason = stop_reason or _limit_reached(started, config, len(tool_log))
+            stop_reason = stop_reason or _limit_reached(started, config, executed)
     finally:
         session.close()
     diff_started = time.monotonic()

@@ -37,6 +37,7 @@ class ToolStats:
     calls: Counter = field(default_factory=Counter)
     failures: Counter = field(default_factory=Counter)
     invalid_calls: int = 0  # calls that never reached a tool: bad JSON, unknown tool, wrong arguments
+    over_limit_calls: int = 0  # calls made after the episode's tool-call or time limit: answered, never run
     command_kinds: Counter = field(default_factory=Counter)
 
     def to_record(self) -> dict:
@@ -44,6 +45,7 @@ class ToolStats:
             "calls": sum(self.calls.values()),
             "failures": sum(self.failures.values()),
             "invalid_calls": self.invalid_calls,
+            "over_limit_calls": self.over_limit_calls,
             "by_tool": {name: {"calls": self.calls[name], "failures": self.failures[name]} for name in TOOLS},
             "command_kinds": {kind: self.command_kinds[kind] for kind in COMMAND_KINDS},
         }
@@ -193,10 +195,23 @@ TOOL_SCHEMAS = [
 ]
 
 
+def _check_text(argument: str, value: str) -> None:
+    """Refuse text no file or command can hold: a NUL byte, or a lone surrogate (a model can emit `\\ud800` in
+    a tool call's JSON)."""
+    if "\0" in value:
+        raise ToolError(f"argument {argument!r} contains a NUL byte; remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ToolError(f"argument {argument!r} is not valid Unicode text ({error.reason} at {error.start})") from None
+
+
 def call_tool(workspace: Workspace, name: str, arguments: dict) -> tuple[str, bool]:
     """Run tool `name` with already validated arguments; returns (text for the model, whether it failed)."""
     workspace.stats.calls[name] += 1
     try:
+        for argument, value in arguments.items():
+            _check_text(argument, value)
         return TOOLS[name](workspace, **arguments), False
     except ToolError as error:
         workspace.stats.failures[name] += 1
