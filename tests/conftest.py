@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from repairrl.tasks import Task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,3 +55,22 @@ def embedded_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("embedded-model")
     prepare_model("base", "embedded", out)
     return out
+
+
+BUGGY = "def add(a, b):\n    return a - b\n\n\ndef double(x):\n    return x + x\n"
+
+
+@pytest.fixture
+def buggy_repo(tmp_path: Path) -> tuple[Path, Task]:
+    """A one-commit repository whose add() subtracts, and its task (no tests)."""
+    repo = tmp_path / "calc"
+    repo.mkdir()
+    git("init", "-q", "-b", "main", cwd=repo)
+    (repo / "calc.py").write_text(BUGGY)
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "calc", cwd=repo)
+    base = git("rev-parse", "HEAD", cwd=repo)
+    task = Task(instance_id="calc-1", dataset="test", repo="owner/calc", repo_url=str(repo), base_commit=base,
+                problem_statement="add(2, 3) returns -1 instead of 5.", gold_patch="", test_patch="",
+                fail_to_pass=[], pass_to_pass=[])
+    return repo, task

@@ -20,8 +20,6 @@ from repairrl.tasks import Task
 
 from .conftest import git
 
-BUGGY = "def add(a, b):\n    return a - b\n\n\ndef double(x):\n    return x + x\n"
-
 
 class SubprocessSandbox:
     """A bare `bash -c` in the working copy: enough to drive the real tools without a confinement."""
@@ -46,21 +44,6 @@ class SubprocessSandbox:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-@pytest.fixture
-def buggy_repo(tmp_path: Path) -> tuple[Path, Task]:
-    repo = tmp_path / "calc"
-    repo.mkdir()
-    git("init", "-q", "-b", "main", cwd=repo)
-    (repo / "calc.py").write_text(BUGGY)
-    git("add", "-A", cwd=repo)
-    git("commit", "-q", "-m", "calc", cwd=repo)
-    base = git("rev-parse", "HEAD", cwd=repo)
-    task = Task(instance_id="calc-1", dataset="test", repo="owner/calc", repo_url=str(repo), base_commit=base,
-                problem_statement="add(2, 3) returns -1 instead of 5.", gold_patch="", test_patch="",
-                fail_to_pass=[], pass_to_pass=[])
-    return repo, task
 
 
 def hermes(name: str, **arguments: str) -> str:

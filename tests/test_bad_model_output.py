@@ -11,7 +11,7 @@ from repairrl.agent.run import journal_path, run_tasks
 from repairrl.models.backends import ScriptedBackend
 from repairrl.records import read_journal, read_jsonl
 
-from .test_agent import SubprocessSandbox, buggy_repo, clone_worktree, hermes  # noqa: F401 - fixture
+from .test_agent import SubprocessSandbox, clone_worktree, hermes
 
 LONE_SURROGATE_CALL = '<tool_call>{"name": "shell", "arguments": {"cmd": "echo \\ud800"}}</tool_call>'
 PROBES = {
