@@ -68,7 +68,7 @@ def test_calls_beyond_the_limit_are_answered_not_run_and_counted(buggy_repo, tmp
 
 def test_a_journal_line_torn_inside_a_character_is_skipped_with_a_warning(buggy_repo, tmp_path):
     _, task = buggy_repo
-    record, out = run(task, tmp_path, ["done"])
+    _, out = run(task, tmp_path, ["done"])
     journal = journal_path(out)
     torn = json.dumps({"instance_id": "x", "sample": 0, "text": "é"}, ensure_ascii=False).encode()
     with open(journal, "ab") as handle:
