@@ -52,3 +52,70 @@ def test_bad_experiment_name_is_rejected():
     config["experiment"] = "my study/1"
     with pytest.raises(ConfigError, match=r"key 'experiment'"):
         validate_config(config)
+
+
+def set_key(config: dict, dotted: str, value) -> dict:
+    *parents, last = dotted.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return config
+
+
+# The bad configurations found by probing the dry run (issue "Bad input"): key, value, the line expected.
+BAD_CONFIGS = {
+    "unknown top-level key": ("evalution", {"models": ["base"]}, r"Additional properties are not allowed \('evalution'"),
+    "typo in sft.train": ("sft.train.max_stpes", 3, r"key 'sft\.train\.max_stpes': not an option of python -m "
+                          r"repairrl\.sft\.train; did you mean max_steps"),
+    "typo in grpo.train": ("grpo.train.num_generation", 2, r"key 'grpo\.train\.num_generation': not an option"),
+    "model source typo": ("models.base.source", "embeded", r"key 'models\.base\.source': 'embeded': neither"),
+    "missing local model": ("models.base.source", "/nonexistent/model", r"local model directory '/nonexistent/model'"
+                            r" does not exist"),
+    "missing gguf": ("models.base.source", "gguf:/nonexistent.gguf", r"GGUF file '/nonexistent\.gguf' does not"),
+    "negative max_steps": ("grpo.train.max_steps", -1, r"key 'grpo\.train\.max_steps': -1 is less than the minimum"),
+    "negative threshold": ("sft.threshold", -5, r"key 'sft\.threshold': -5 is less than the minimum of 0"),
+    "unknown evaluated model": ("evaluation.models", ["base", "gpt5"], r"key 'evaluation\.models': 'gpt5' is neither"),
+    "unknown sharded dataset": ("evaluation.shards", {"nope": 2}, r"key 'evaluation\.shards\.nope': not a dataset"),
+    "unknown sft dataset": ("sft.dataset", "nope", r"key 'sft\.dataset': 'nope' is not a dataset with role train"),
+}
+
+
+@pytest.mark.parametrize("probe", sorted(BAD_CONFIGS))
+def test_each_bad_configuration_is_named_on_its_own_line(probe):
+    key, value, expected = BAD_CONFIGS[probe]
+    with pytest.raises(ConfigError, match=expected):
+        validate_config(set_key(load(CONFIGS[0]), key, value))
+
+
+def test_nested_values_given_as_text_on_the_command_line_are_read_as_numbers():
+    # What Snakemake makes of --config 'agent={max_tool_calls: 2}' and --config 'rewards={repo_repair: {resolved: 1}}'
+    config = load(CONFIGS[0])
+    config["agent"]["max_tool_calls"] = "2"
+    config["rewards"]["repo_repair"] = {"resolved": "1.0"}
+    config["sft"]["enabled"] = "false"
+    validate_config(config)
+    assert config["agent"]["max_tool_calls"] == 2 and config["rewards"]["repo_repair"]["resolved"] == 1.0
+    assert config["sft"]["enabled"] is False
+    config["agent"]["max_tool_calls"] = "two"
+    with pytest.raises(ConfigError, match=r"key 'agent\.max_tool_calls': expected integer, got str \('two'\)"):
+        validate_config(config)
+
+
+def test_the_dry_run_fails_with_one_line_per_problem(tmp_path):
+    import subprocess
+    import sys
+
+    config = load(CONFIGS[0])
+    for probe in ("typo in sft.train", "model source typo", "unknown evaluated model", "unknown sft dataset"):
+        key, value, _ = BAD_CONFIGS[probe]
+        set_key(config, key, value)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    snakemake = Path(sys.executable).with_name("snakemake")
+    done = subprocess.run([str(snakemake), "-n", "--configfile", str(path), "--config", "agent={max_tool_calls: 2}"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip().startswith("key '")]
+    assert [line.split("'")[1] for line in lines] == ["sft.train.max_stpes", "models.base.source",
+                                                      "evaluation.models", "sft.dataset"], done.stderr
