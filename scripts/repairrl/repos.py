@@ -250,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(records) - len(failed)}/{len(records)} tasks cached in {args.cache_dir}")
     for record in failed:
         print(f"FAILED {record['instance_id']}: {record['error']}", file=sys.stderr)
+    if records and len(failed) == len(records):
+        # Nothing to run an episode on: fail here, not with every episode of every later stage.
+        print(f"error: no repository of {args.tasks} could be cached (see the FAILED lines above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -69,12 +69,15 @@ def dataset_spec_json(wildcards):
 
 
 def fetch_inputs(wildcards):
-    """Built-in datasets depend on the rule that builds them; hub and local sources have no input file."""
-    builtin = dataset_config(wildcards.dataset)["source"].get("builtin")
-    if builtin == "mini":
+    """Built-in datasets depend on the rule that builds them, a local file is an input (an edit refetches it);
+    hub sources have no input file."""
+    source = dataset_config(wildcards.dataset)["source"]
+    if source.get("builtin") == "mini":
         return {"rows": f"{MINI_BENCHMARK_DIR}/tasks.jsonl", "repos": f"{MINI_BENCHMARK_DIR}/repos"}
-    if builtin == "detection_mini":  # rows built from the package's files: rerun when they change
+    if source.get("builtin") == "detection_mini":  # rows built from the package's files: rerun when they change
         return {"sources": DETECTION_MINI_SOURCES}
+    if source.get("path"):
+        return {"local": source["path"]}
     return {}
 
 

@@ -26,7 +26,7 @@ from repairrl.tasks import Task
 PATCH_KEYS = ("model_patch", "final_diff", "diff", "patch")
 PREDICTION_KEYS = ("instance_id", "model_name_or_path", "model_patch")
 # Single-turn detection episodes answer with a label instead of a patch (repairrl.singleturn.episode).
-OPTIONAL_PREDICTION_KEYS = ("answer",)
+OPTIONAL_PREDICTION_KEYS = ("answer", "error")
 
 
 class ShardError(ValueError):
@@ -61,6 +61,8 @@ def prediction_from_trajectory(record: Mapping, model_name: str) -> dict:
     }
     if record.get("task_kind") == "detection":
         prediction["answer"] = record.get("answer")
+    if record.get("status") == "failed":  # no patch because the episode never ran: an error, not an empty patch
+        prediction["error"] = record.get("error") or "the episode failed"
     return prediction
 
 

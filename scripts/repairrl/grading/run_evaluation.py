@@ -129,7 +129,7 @@ def make_run_summary(
         if instance_id not in predictions:
             ids["incomplete"].add(instance_id)
             continue
-        if grade.is_empty_patch(predictions[instance_id].get("model_patch")):
+        if grade.is_empty_patch(predictions[instance_id].get("model_patch")) and not predictions[instance_id].get("error"):
             ids["empty_patch"].add(instance_id)
             continue
         status, reason, outcome = _status_of(model_dir / instance_id, instance_id)
@@ -184,6 +184,16 @@ def make_run_summary(
     }
 
 
+def episode_failure_outcome(task: Task, prediction: dict, model_name: str) -> GradingOutcome:
+    """The outcome of a prediction whose episode failed (it says so in `error`): an error, never an empty patch."""
+    reason = f"the episode failed: {prediction['error']}"
+    return GradingOutcome(
+        instance_id=task.instance_id, model_name_or_path=model_name, status=grade.ERROR, resolved=False,
+        patch_applied=False, reason=reason, report=grade.unrun_report(task, prediction.get("model_patch")),
+        log=reason + "\n",
+    )
+
+
 def run_evaluation(
     tasks: list[Task],
     predictions: Iterable[dict],
@@ -224,7 +234,9 @@ def run_evaluation(
                 model_dir / outcome.instance_id, outcome, predictions[outcome.instance_id]["model_patch"]
             )
 
-        pairs = [(by_id[p["instance_id"]], p["model_patch"]) for p in pending]
+        for prediction in [p for p in pending if p.get("error")]:
+            write(episode_failure_outcome(by_id[prediction["instance_id"]], prediction, model_name))
+        pairs = [(by_id[p["instance_id"]], p["model_patch"]) for p in pending if not p.get("error")]
         grade.grade_many(
             pairs, cache_dir, workers=workers, on_outcome=write, model_name=model_name, **grade_kwargs
         )
