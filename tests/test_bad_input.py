@@ -75,3 +75,17 @@ def test_outputs_are_written_readable_not_0600(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert json.loads(path.read_text()) == {"a": 1}
+
+
+def test_scratch_folders_of_killed_runs_are_removed_by_the_next_start(tmp_path):
+    from repairrl.scratch import make_scratch
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = tmp_path / f"repairrl-agent-{dead.pid}-abc"
+    (orphan / "wc-1").mkdir(parents=True)
+    live = tmp_path / f"repairrl-agent-{os.getppid()}-def"  # a running process's folder stays
+    live.mkdir()
+    fresh = make_scratch("repairrl-agent-", tmp_path)
+    assert not orphan.exists() and live.exists()
+    assert fresh.name.startswith(f"repairrl-agent-{os.getpid()}-")

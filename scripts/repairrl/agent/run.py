@@ -16,7 +16,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import traceback
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from repairrl.models.backends import ChatBackend, SamplingParams, make_backend
 from repairrl.records import append_jsonl, read_journal, validate_record, write_jsonl
 from repairrl.repos import anonymous_worktree_path
 from repairrl.sandbox.base import Sandbox, SandboxLimits
+from repairrl.scratch import make_scratch
 from repairrl.singleturn.episode import (
     TASK_KINDS,
     SingleTurnEnvironment,
@@ -66,7 +66,7 @@ def run_tasks(tasks: list[Task], backend: ChatBackend, out: Path, prepare_worktr
     pending = [(index, task, sample) for index, task in enumerate(tasks) for sample in range(samples)
                if (task.instance_id, sample) not in done]
     journal_lock = threading.Lock()
-    scratch = Path(tempfile.mkdtemp(prefix="repairrl-agent-", dir=work_root))
+    scratch = make_scratch("repairrl-agent-", work_root)
 
     from tqdm import tqdm
 

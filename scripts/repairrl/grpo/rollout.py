@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 import threading
 import time
 import traceback
@@ -42,6 +41,7 @@ from repairrl.models.backends import INPROCESS, ChatBackend, ModelTurn, Sampling
 from repairrl.records import append_jsonl, validate_record
 from repairrl.repos import anonymous_worktree_path
 from repairrl.sandbox.base import Sandbox, SandboxLimits
+from repairrl.scratch import make_scratch
 from repairrl.singleturn.episode import SINGLE_TURN_KINDS, check_task_kind, make_environment, run_single_turn
 from repairrl.tasks import Task
 
@@ -321,7 +321,7 @@ class AgentRollout:
                                   max_new_tokens=self.config.max_new_tokens_per_turn,
                                   seed=None if self.config.seed is None else self.config.seed + step)
         started = time.monotonic()
-        scratch = Path(tempfile.mkdtemp(prefix="repairrl-grpo-", dir=self.config.work_root))
+        scratch = make_scratch("repairrl-grpo-", self.config.work_root)
         factory = self.backend_factory or (lambda t: inprocess_policy_backend(t, sampling))
         try:
             with factory(trainer) as inner:
