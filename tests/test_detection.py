@@ -167,8 +167,10 @@ def test_cwe_may_be_missing_empty_or_json_encoded():
     assert [s.cwe for s in samples] == [[], [], ["CWE-125", "CWE-787"]]
 
 
-def test_duplicate_sample_ids_are_skipped():
-    samples, skipped = load_detection_samples(primevul_spec(), rows=[primevul_row(1), primevul_row(1)])
+def test_duplicate_sample_ids_are_an_error_or_skipped_as_configured():
+    with pytest.raises(DatasetError, match="duplicate sample id 'openssl-1'"):
+        load_detection_samples(primevul_spec(), rows=[primevul_row(1), primevul_row(1)])
+    samples, skipped = load_detection_samples(primevul_spec(on_bad_row="skip"), rows=[primevul_row(1), primevul_row(1)])
     assert len(samples) == 1
     assert skipped == [{"row": 1, "instance_id": "openssl-1", "reason": "duplicate sample_id"}]
 

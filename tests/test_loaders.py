@@ -107,10 +107,22 @@ def test_filters_by_repo_id_and_limit(tmp_path):
     assert len(load_tasks(spec_for(path, limit=2)).tasks) == 2
 
 
-def test_duplicate_instance_is_skipped(tmp_path):
+def test_duplicate_instance_is_an_error_or_skipped_as_configured(tmp_path):
     path = write_rows(tmp_path / "rows.jsonl", [swe_bench_row(), swe_bench_row()])
-    result = load_tasks(spec_for(path))
+    with pytest.raises(DatasetError, match=r"row 1 \(owner__proj-1\): duplicate instance_id 'owner__proj-1'"):
+        load_tasks(spec_for(path))
+    result = load_tasks(spec_for(path, on_bad_row="skip"))
     assert len(result.tasks) == 1 and result.skipped[0]["reason"] == "duplicate instance_id"
+
+
+def test_a_bad_line_of_a_local_file_is_named_or_skipped_as_configured(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    good = json.dumps(swe_bench_row())
+    path.write_text(good + "\n" + good[: len(good) // 2] + "\n")  # the last line cut off by a kill
+    with pytest.raises(DatasetError, match=r"rows\.jsonl, line 2: "):
+        load_tasks(spec_for(path))
+    result = load_tasks(spec_for(path, on_bad_row="skip"))
+    assert len(result.tasks) == 1 and result.skipped[0]["row"] == 2 and "line 2" in result.skipped[0]["reason"]
 
 
 def test_missing_local_file_is_a_clear_error(tmp_path):

@@ -2,7 +2,8 @@
 
 PrimeVul rows (the hub copies and the released JSONL files) carry `idx`, `project`, `commit_id`, `target`
 (1 vulnerable, 0 benign), `func`, `cwe`, `cve`, `file_name`, ...; the bundled set (`detection_mini`) uses the
-same row format plus a `split` column. Every quirk of those rows ends here; later stages see DetectionSample.
+same row format plus a `split` column. Every quirk of those rows ends here (PrimeVul's "None" strings, its 128-bit
+hashes, a language told by the file's extension); later stages see DetectionSample.
 
 PrimeVul's paired files hold a vulnerable function next to its patched version (same project, commit and
 function name). The loader gives both the same `pair_id`, so evaluation can report PrimeVul's pairwise scores.
@@ -15,7 +16,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 from repairrl.data.loaders import DatasetError, DatasetSpec, read_rows
@@ -24,7 +25,22 @@ from repairrl.records import read_jsonl, validate_record, write_jsonl
 DETECTION_FORMATS = ("primevul", "detection-mini")
 DETECTION_LANGUAGES = ("c", "cpp")
 LABEL_OF_TARGET = {0: "benign", 1: "vulnerable"}
-CPP_SUFFIXES = (".cc", ".cpp", ".cxx", ".c++", ".hh", ".hpp", ".hxx")
+CPP_SUFFIXES = (".cc", ".cpp", ".cxx", ".c++", ".hh", ".hpp", ".hxx", ".h++", ".ipp", ".tcc", ".inl")
+C_SUFFIXES = (".c",)
+# PrimeVul writes a missing value as the string "None" (Python's str(None)): e.g. `"file_name": "None"` next to
+# `"file_hash": null` for functions whose file its sources did not record. These fields mean None by it.
+NONE_STRING_FIELDS = (
+    "project_url",
+    "commit_url",
+    "commit_message",
+    "file_name",
+    "cwe",
+    "cve",
+    "cve_desc",
+    "nvd_url",
+)
+# 128-bit hashes: exact as ints or strings; a float means a reader already rounded it, so it is not kept.
+HASH_FIELDS = ("func_hash", "file_hash")
 # Dataset fields worth keeping with a sample; the rest (hashes of whole files, NVD urls) only add weight.
 EXTRA_FIELDS = ("idx", "cve", "cve_desc", "file_name", "func_hash", "commit_url", "commit_message")
 
@@ -132,11 +148,43 @@ def _optional_str(row: dict, name: str) -> str | None:
     return None if value in (None, "") else str(value)
 
 
-def _language(row: dict) -> str:
+def primevul_values(row: dict) -> dict:
+    """The row with PrimeVul's "None" strings as None and rounded (float) hashes dropped; other values as given."""
+    values = {k: (None if k in NONE_STRING_FIELDS and v == "None" else v) for k, v in row.items()}
+    if isinstance(values.get("cwe"), list):
+        values["cwe"] = [item for item in values["cwe"] if item != "None"]
+    for name in HASH_FIELDS:
+        if isinstance(values.get(name), float):
+            values[name] = None
+    return values
+
+
+_STRING_OR_CHAR_LITERAL = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'')
+# Syntax C does not have: scope resolution (std::, Foo::bar), nullptr, templates, namespaces, C++ casts, access labels.
+_CPP_ONLY_SYNTAX = re.compile(
+    r"::|\bnullptr\b|\btemplate\s*<|\bnamespace\b|\b(?:static|reinterpret|const|dynamic)_cast\s*<"
+    r"|^\s*(?:public|private|protected)\s*:",
+    re.MULTILINE,
+)
+
+
+def looks_like_cpp(code: str) -> bool:
+    """Whether the code uses syntax only C++ has (comments and string literals aside)."""
+    return bool(_CPP_ONLY_SYNTAX.search(_STRING_OR_CHAR_LITERAL.sub('""', _COMMENT.sub(" ", code))))
+
+
+def _language(row: dict, code: str) -> str:
+    """The row's own `language`, else the file's extension; a header (.h) or a row without a file name
+    (PrimeVul's "None") is C++ only when the code uses syntax C does not have."""
     if row.get("language") in DETECTION_LANGUAGES:
         return row["language"]
-    file_name = (row.get("file_name") or "").lower()
-    return "cpp" if file_name.endswith(CPP_SUFFIXES) else "c"
+    file_name = row.get("file_name")
+    suffix = PurePosixPath(file_name).suffix if isinstance(file_name, str) else ""
+    if suffix == ".C" or suffix.lower() in CPP_SUFFIXES:  # .C (capital) is a C++ source by convention
+        return "cpp"
+    if suffix.lower() in C_SUFFIXES:
+        return "c"
+    return "cpp" if looks_like_cpp(code) else "c"
 
 
 def _sample_id(row: dict, spec: DatasetSpec) -> str | None:
@@ -150,6 +198,7 @@ def _sample_id(row: dict, spec: DatasetSpec) -> str | None:
 
 def primevul_sample(row: dict, spec: DatasetSpec, where: str) -> DetectionSample:
     """One PrimeVul-format row (PrimeVul itself, and the bundled set) as a sample; pair ids are set later."""
+    row = primevul_values(row)
     sample_id = _sample_id(row, spec)
     if sample_id is None:
         raise DatasetError(f"{where}: missing field 'idx' (or an explicit 'sample_id')")
@@ -169,7 +218,7 @@ def primevul_sample(row: dict, spec: DatasetSpec, where: str) -> DetectionSample
         project=_optional_str(row, "project"),
         commit_id=_optional_str(row, "commit_id"),
         pair_id=_optional_str(row, "pair_id"),
-        language=_language(row),
+        language=_language(row, code),
         split=spec.split,
         extra=extra,
     )
@@ -197,12 +246,12 @@ def assign_pair_ids(samples: list[DetectionSample]) -> list[DetectionSample]:
     return paired
 
 
-def _rows_of(spec: DatasetSpec) -> Iterable[dict]:
+def _rows_of(spec: DatasetSpec, on_error) -> Iterable[dict]:
     if spec.format == "detection-mini" and not (spec.path or spec.hub):
         from repairrl.data.detection_mini import detection_mini_rows
 
         return detection_mini_rows()
-    return read_rows(spec)
+    return read_rows(spec, on_error)
 
 
 def load_detection_samples(spec: DatasetSpec, rows: Iterable[dict] | None = None) -> DetectionLoadResult:
@@ -222,7 +271,12 @@ def load_detection_samples(spec: DatasetSpec, rows: Iterable[dict] | None = None
     samples: list[DetectionSample] = []
     skipped: list[dict] = []
     seen: set[str] = set()
-    for index, row in enumerate(_rows_of(spec) if rows is None else rows):
+
+    def skip_bad_line(error) -> None:
+        skipped.append({"row": error.line, "instance_id": "?", "reason": str(error)})
+
+    on_error = skip_bad_line if spec.on_bad_row == "skip" else None
+    for index, row in enumerate(_rows_of(spec, on_error) if rows is None else rows):
         if spec.split_filter is not None and row.get("split") != spec.split_filter:
             continue
         if spec.repos and row.get("project") not in spec.repos:
@@ -244,6 +298,9 @@ def load_detection_samples(spec: DatasetSpec, rows: Iterable[dict] | None = None
         if wanted_ids and sample.sample_id not in wanted_ids:
             continue
         if sample.sample_id in seen:
+            if spec.on_bad_row == "error":
+                raise DatasetError(f"{where}: duplicate sample id {sample.sample_id!r} (an earlier row has it). "
+                                   "Fix the file, or set on_bad_row: skip for this dataset.")
             skipped.append({"row": index, "instance_id": sample.sample_id, "reason": "duplicate sample_id"})
             continue
         seen.add(sample.sample_id)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repairrl.data.local_files import LocalFileError, read_local_rows
 from repairrl.tasks import Task
 
 
@@ -71,17 +72,22 @@ class LoadResult:
     skipped: list[dict]  # {"row": index, "instance_id": ..., "reason": ...}
 
 
-def read_rows(spec: DatasetSpec) -> Iterator[dict]:
-    """Rows of the dataset, from the hub (`datasets.load_dataset`) or a local JSONL/JSON/Parquet file."""
-    import datasets
-
+def read_rows(spec: DatasetSpec, on_error: Callable[[LocalFileError], None] | None = None) -> Iterator[dict]:
+    """Rows of the dataset, from the hub (`datasets.load_dataset`) or a local JSONL/JSON/Parquet file read as it
+    is (repairrl.data.local_files: no type coercion). A bad line of a local file raises, or with `on_error` is
+    handed to it and skipped."""
     if spec.path:
         path = Path(spec.path)
         if not path.exists():
             raise DatasetError(f"dataset '{spec.name}': local file {path} does not exist")
-        builder = "parquet" if path.suffix == ".parquet" else "json"
-        dataset = datasets.load_dataset(builder, data_files=str(path), split="train")
-    elif spec.hub:
+        try:
+            yield from read_local_rows(path, on_error=on_error)
+        except LocalFileError as error:
+            raise DatasetError(f"dataset '{spec.name}': {error}") from error
+        return
+    import datasets
+
+    if spec.hub:
         try:
             dataset = datasets.load_dataset(spec.hub, spec.hub_config, split=spec.hub_split, revision=spec.revision)
         except Exception as error:  # the hub raises many types; all mean the same to the user
@@ -235,7 +241,12 @@ def load_tasks(spec: DatasetSpec, rows: Iterable[dict] | None = None) -> LoadRes
     tasks: list[Task] = []
     skipped: list[dict] = []
     seen: set[str] = set()
-    for index, row in enumerate(read_rows(spec) if rows is None else rows):
+
+    def skip_bad_line(error: LocalFileError) -> None:
+        skipped.append({"row": error.line, "instance_id": "?", "reason": str(error)})
+
+    on_error = skip_bad_line if spec.on_bad_row == "skip" else None
+    for index, row in enumerate(read_rows(spec, on_error) if rows is None else rows):
         if _row_filter_reason(row, spec):
             continue
         row_id = row.get("instance_id") or row.get("repository") or "?"
@@ -253,6 +264,9 @@ def load_tasks(spec: DatasetSpec, rows: Iterable[dict] | None = None) -> LoadRes
         if spec.single_file_patch and len(task.gold_patch_files()) != 1:
             continue
         if task.instance_id in seen:
+            if spec.on_bad_row == "error":
+                raise DatasetError(f"{where}: duplicate instance_id {task.instance_id!r} (an earlier row has it). "
+                                   "Fix the file, or set on_bad_row: skip for this dataset.")
             skipped.append({"row": index, "instance_id": task.instance_id, "reason": "duplicate instance_id"})
             continue
         seen.add(task.instance_id)
