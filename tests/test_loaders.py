@@ -169,3 +169,13 @@ def test_task_table_round_trips(tmp_path):
     tasks = load_tasks(spec_for(path)).tasks
     write_tasks(tmp_path / "tasks.jsonl", tasks)
     assert read_tasks(tmp_path / "tasks.jsonl") == tasks
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("base_commit", "abc1234", r"field 'base_commit': 'abc1234' does not match"),
+    ("FAIL_TO_PASS", [1, 2], r"field 'FAIL_TO_PASS' must be a list of test ids \(strings\), but item 0 is int 1"),
+])
+def test_a_bad_field_is_named_with_what_was_expected(tmp_path, field, value, message):
+    path = write_rows(tmp_path / "rows.jsonl", [{**swe_bench_row(), field: value}])
+    with pytest.raises(DatasetError, match=message):
+        load_tasks(spec_for(path))

@@ -114,8 +114,12 @@ def _string_list(row: dict, name: str, where: str) -> list[str]:
             value = json.loads(value)
         except json.JSONDecodeError as error:
             raise DatasetError(f"{where}: field '{name}' is a string but not JSON ({error})") from error
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+    if not isinstance(value, list):
         raise DatasetError(f"{where}: field '{name}' must be a list of test ids, got {type(value).__name__}")
+    bad = next(((i, item) for i, item in enumerate(value) if not isinstance(item, str)), None)
+    if bad is not None:
+        raise DatasetError(f"{where}: field '{name}' must be a list of test ids (strings), but item {bad[0]} is "
+                           f"{type(bad[1]).__name__} {bad[1]!r}")
     return value
 
 
