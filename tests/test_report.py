@@ -140,7 +140,8 @@ def experiment(tmp_path) -> Path:
 
 def test_report_from_records_on_disk(experiment):
     out = experiment / "report" / "report.md"
-    assert report_main(["--experiment-dir", str(experiment), "--out", str(out)]) == 0
+    profile = REPO_ROOT / "profiles" / "slurm" / "config.yaml"  # the jobs ran on SLURM
+    assert report_main(["--experiment-dir", str(experiment), "--out", str(out), "--profile", str(profile)]) == 0
     text = out.read_text()
     results = json.loads((out.parent / "results.json").read_text())
     assert [(r["benchmark"], r["model"]) for r in results] == [
@@ -158,7 +159,7 @@ def test_report_from_records_on_disk(experiment):
     assert "| mini_eval_java | any lift in resolve rate over base |" in text and "not evaluable" in text
     assert "20.0% [5.7%, 51.0%] (2/10)" in text
     assert "expert demonstrations" in text and "**Flag:**" in text
-    assert "| evaluate_shard | 1 | 1.000 | 1 | 1.000 |" in text
+    assert "| evaluate_shard | 1 | 1.000 | 0.003 | 1 | 1.000 |" in text
     for name in ("resolve_rate.png", "episode_rates.png", "tool_use.png", "turns_tokens.png"):
         assert (out.parent / name).stat().st_size > 1000
         assert f"]({name})" in text
@@ -257,3 +258,14 @@ def test_grading_integrity_counts_from_outcomes_to_the_report(tmp_path):
     assert "| mini_eval_python | base | not counted | not counted | not counted |" in text
     row = next(r for r in json.loads((out.parent / "results.json").read_text()) if r["model"] == "grpo")
     assert (row["grading_errors"], row["test_timeouts"], row["test_infra_edits"]) == (2, 1, 1)
+
+
+def test_a_local_run_reports_no_gpu_hours_and_its_cpu_hours(experiment):
+    """Without the SLURM profile the jobs ran under (the local executor), no job used a GPU."""
+    out = experiment / "report" / "report.md"
+    assert report_main(["--experiment-dir", str(experiment), "--out", str(out)]) == 0
+    with open(out.parent / "compute.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["rule"] == "evaluate_shard" and float(row["gpu_hours"]) == 0 and row["gpus"] == "0"
+    assert float(row["cpu_hours"]) == pytest.approx(10 / 3600)  # the TSV's cpu_time column
+    assert "| evaluate_shard | 1 | 1.000 | 0.003 | 0 | 0.000 |" in out.read_text()

@@ -23,6 +23,12 @@ def report_outputs():
     return outputs
 
 
+def gpu_profile(wildcards):
+    """GPU counts come from the SLURM allocations the jobs ran in; the local executor gives them none."""
+    plugin = workflow.executor_plugin
+    return "--profile profiles/slurm/config.yaml" if plugin is not None and "slurm" in plugin.name else ""
+
+
 rule report:
     input:
         eval_summaries,
@@ -34,9 +40,10 @@ rule report:
         f"{TASK_DIR}/benchmarks/report/report.tsv"
     params:
         study_dir=STUDY_DIR,
+        gpu_profile=gpu_profile,
     resources:
         slurm_partition=cluster_partition(),
         slurm_account=cluster_account(),
     shell:
         "python -m repairrl.report --experiment-dir {params.study_dir} --task {TASK} "
-        "--profile profiles/slurm/config.yaml --out {output.md} > {log} 2>&1"
+        "{params.gpu_profile} --out {output.md} > {log} 2>&1"

@@ -12,8 +12,6 @@ from pathlib import Path
 
 from repairrl.report.build import build_report
 
-DEFAULT_PROFILE = Path(__file__).resolve().parents[3] / "profiles" / "slurm" / "config.yaml"
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -23,9 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", choices=("repo_repair", "file_repair", "detection"), default="repo_repair",
                         help="the task whose tables and plots are written (every task that ran gets a section)")
     parser.add_argument("--out", required=True, type=Path, help="report.md; tables and plots go beside it")
-    parser.add_argument(
-        "--profile", type=Path, default=DEFAULT_PROFILE, help="SLURM profile with GPU counts per rule"
-    )
+    parser.add_argument("--profile", type=Path, help="the SLURM profile the jobs ran with (GPU counts per rule); "
+                        "without it, no job used a GPU (the local executor)")
     parser.add_argument("--experiment", help="name shown in the report (default: the directory's name)")
     parser.add_argument(
         "--wandb-project", help="wandb project (logged only if wandb is installed; offline by default)"

@@ -35,6 +35,7 @@ DETECTION_CSV_COLUMNS = (
     "vulnerable_f1", "benign_precision", "benign_recall", "benign_f1", "pairs", "pair_correct", "pair_vulnerable",
     "pair_benign", "pair_reversed",
 )  # fmt: skip
+COMPUTE_COLUMNS = ("rule", "jobs", "wall_hours", "cpu_hours", "gpus", "gpu_hours")
 SUMMARY_KEYS = {"resolved_ids", "submitted_ids", "empty_patch_ids", "total_instances"}
 INSTANCE_FILES = {"report.json", "outcome.json"}
 CSV_COLUMNS = (
@@ -213,7 +214,7 @@ def write_tables(out_dir: Path, rows: list[dict], compute: list[dict]) -> list[P
     write_csv(out_dir / "results.csv", rows, CSV_COLUMNS)
     with atomic_write(out_dir / "results.json") as handle:
         handle.write(json.dumps(rows, indent=2, sort_keys=True) + "\n")
-    write_csv(out_dir / "compute.csv", compute, ("rule", "jobs", "wall_hours", "gpus", "gpu_hours"))
+    write_csv(out_dir / "compute.csv", compute, COMPUTE_COLUMNS)
     for benchmark in sorted({r["benchmark"] for r in rows}):
         path = out_dir / f"results_{benchmark}.csv"
         write_csv(path, (r for r in rows if r["benchmark"] == benchmark), CSV_COLUMNS)
@@ -225,7 +226,7 @@ def write_detection_tables(out_dir: Path, rows: list[dict], compute: list[dict])
     write_csv(out_dir / "results.csv", rows, DETECTION_CSV_COLUMNS)
     with atomic_write(out_dir / "results.json") as handle:
         handle.write(json.dumps(rows, indent=2, sort_keys=True) + "\n")
-    write_csv(out_dir / "compute.csv", compute, ("rule", "jobs", "wall_hours", "gpus", "gpu_hours"))
+    write_csv(out_dir / "compute.csv", compute, COMPUTE_COLUMNS)
     return [out_dir / "results.csv", out_dir / "results.json", out_dir / "compute.csv"]
 
 
@@ -361,19 +362,21 @@ def compute_section(compute: list[dict]) -> list[str]:
     lines = ["### Compute", ""]
     if compute:
         lines += [
-            "| rule | jobs | wall hours | GPUs per job | GPU-hours |",
-            "| --- | --- | --- | --- | --- |",
+            "| rule | jobs | wall hours | CPU hours | GPUs per job | GPU-hours |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for row in compute:
             lines.append(
-                f"| {row['rule']} | {row['jobs']} | {row['wall_hours']:.3f} | {row['gpus']} | {row['gpu_hours']:.3f} |"
+                f"| {row['rule']} | {row['jobs']} | {row['wall_hours']:.3f} | {row['cpu_hours']:.3f} | {row['gpus']} "
+                f"| {row['gpu_hours']:.3f} |"
             )
-        total = sum(r["gpu_hours"] for r in compute)
         lines.append(
-            f"| **total** | {sum(r['jobs'] for r in compute)} | {sum(r['wall_hours'] for r in compute):.3f} | | {total:.3f} |"
+            f"| **total** | {sum(r['jobs'] for r in compute)} | {sum(r['wall_hours'] for r in compute):.3f} | "
+            f"{sum(r['cpu_hours'] for r in compute):.3f} | | {sum(r['gpu_hours'] for r in compute):.3f} |"
         )
         lines.append(
-            "\nGPU-hours = wall hours x the rule's GPU count in profiles/slurm/config.yaml (set-resources)."
+            "\nGPU-hours = wall hours x the GPUs of the job's SLURM allocation (the profile's set-resources); jobs "
+            "that ran on the local executor used none. CPU hours are the jobs' measured CPU time."
         )
     else:
         lines.append("No benchmark files yet.")
@@ -400,7 +403,7 @@ def render_markdown(experiment: str, sections: dict[str, list[str]], plots: dict
 def build_report(
     experiment_dir: Path,
     out: Path,
-    profile: Path,
+    profile: Path | None,
     experiment: str | None = None,
     wandb_project: str | None = None,
     task: str = "repo_repair",
@@ -411,7 +414,7 @@ def build_report(
     experiment_dir, out = Path(experiment_dir), Path(out)
     out_dir = out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
-    gpus = gpus_per_rule(profile) if Path(profile).exists() else {}
+    gpus = gpus_per_rule(profile) if profile is not None else {}
     sections, current = {}, {}
     for name in tasks_with_results(experiment_dir, task):
         directory = task_dir(experiment_dir, name)

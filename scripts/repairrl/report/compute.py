@@ -1,4 +1,5 @@
-"""Compute used per rule: wall time from Snakemake's benchmark TSVs, GPU-hours from the SLURM profile's GPU counts."""
+"""Compute used per rule: wall and CPU time from Snakemake's benchmark TSVs; GPU-hours from the GPU counts of the
+SLURM allocations the jobs ran in (the profile's), and none for jobs that ran on the local executor."""
 
 from __future__ import annotations
 
@@ -15,19 +16,20 @@ def gpus_per_rule(profile_path: str | Path) -> dict[str, int]:
     return {rule: int((values or {}).get("gpu", 0)) for rule, values in resources.items()}
 
 
-def benchmark_seconds(path: str | Path) -> float:
-    """Wall seconds of one job: the mean of the `s` column (Snakemake writes one line per repeat)."""
+def benchmark_seconds(path: str | Path, column: str = "s") -> float:
+    """Seconds of one job: the mean of a column (`s`: wall time, `cpu_time`: CPU time) over Snakemake's repeats."""
     with open(path, encoding="utf-8") as handle:
-        values = [
-            float(row["s"])
-            for row in csv.DictReader(handle, delimiter="\t")
-            if row.get("s") not in (None, "")
-        ]
+        values = []
+        for row in csv.DictReader(handle, delimiter="\t"):
+            try:
+                values.append(float(row.get(column) or ""))
+            except ValueError:  # "NA" where the platform could not measure it
+                continue
     return sum(values) / len(values) if values else 0.0
 
 
 def compute_table(benchmarks_dir: str | Path, gpus: dict[str, int]) -> list[dict]:
-    """One row per rule: jobs, wall hours, GPUs per job and GPU-hours (wall hours x GPUs per job)."""
+    """One row per rule: jobs, wall hours, CPU hours, GPUs per job and GPU-hours (wall hours x GPUs per job)."""
     rows = []
     root = Path(benchmarks_dir)
     if not root.is_dir():
@@ -43,6 +45,7 @@ def compute_table(benchmarks_dir: str | Path, gpus: dict[str, int]) -> list[dict
                 "rule": rule_dir.name,
                 "jobs": len(files),
                 "wall_hours": hours,
+                "cpu_hours": sum(benchmark_seconds(f, "cpu_time") for f in files) / 3600,
                 "gpus": gpu,
                 "gpu_hours": hours * gpu,
             }
