@@ -195,14 +195,16 @@ def test_container_log_is_graded_by_swebench(tmp_path, statuses, resolved):
 
 
 def test_gitbug_command_lines(tmp_path):
+    """`gitbug-java run WORKDIR [--act_cache_dir=DIR] [--timeout=MINUTES]`; tests/test_gitbug_java.py checks these
+    against the real CLI's parameters."""
     config = gitbug.GitBugJavaConfig(root=tmp_path, act_cache_dir=tmp_path / "act-cache", timeout_s=600)
     assert gitbug.checkout_command(config, "owner-project-abc", tmp_path / "w") == [
         "gitbug-java", "checkout", "owner-project-abc", str(tmp_path / "w"),
     ]  # fmt: skip
     (tmp_path / "gitbug-java").write_text("#!/bin/sh\n")  # the checkout's own script wins over PATH
-    assert gitbug.run_command(config, tmp_path / "w", tmp_path / "o") == [
-        str(tmp_path / "gitbug-java"), "run", str(tmp_path / "w"), "--output", str(tmp_path / "o"),
-        "--act_cache_dir", str(tmp_path / "act-cache"), "--timeout", "600",
+    assert gitbug.run_command(config, tmp_path / "w") == [
+        str(tmp_path / "gitbug-java"), "run", str(tmp_path / "w"),
+        f"--act_cache_dir={tmp_path / 'act-cache'}", "--timeout=10",
     ]  # fmt: skip
 
 
@@ -214,20 +216,46 @@ GITBUG_TASK = make_task(
 )
 
 
+def write_gitbug_results(workdir: Path, **fields) -> None:
+    results = {"expected_tests": 3, "executed_tests": 3, "skipped_tests": 0, "passing_tests": 3, "failing_tests": 0,
+               "unexpected_tests": [], "missing_tests": [], "failed_tests": [],
+               "run_outputs": [{"workflow_name": "w", "stdout": "", "stderr": ""}], **fields}  # fmt: skip
+    (workdir / ".gitbug-java").mkdir(exist_ok=True)
+    (workdir / ".gitbug-java" / "test-results.json").write_text(json.dumps(results))
+
+
 def test_gitbug_run_output_is_parsed_into_a_swebench_report(tmp_path):
-    result_json = {"expected_tests": 3, "executed_tests": 3, "passed_tests": 2,
-                   "failed_tests": [{"classname": "com.x.FooTest", "name": "kept"}]}  # fmt: skip
-    (tmp_path / f"{GITBUG_TASK.instance_id}.json").write_text(json.dumps(result_json))
-    result = gitbug.parse_run_output(tmp_path, exit_code=1, bid=GITBUG_TASK.instance_id)
-    assert result.failing_tests == ["com.x.FooTest#kept"] and not result.all_passed
+    write_gitbug_results(tmp_path, passing_tests=2, failing_tests=1,
+                         failed_tests=[{"classname": "com.x.FooTest", "name": "kept"}])  # fmt: skip
+    result = gitbug.parse_run_output(tmp_path, exit_code=1)
+    assert result.failed_tests == ["com.x.FooTest#kept"] and not result.all_passed
+    assert gitbug.verdict(result) == ("unresolved", None)
     report = gitbug.instance_report(GITBUG_TASK, PATCH, result)[GITBUG_TASK.instance_id]
     assert report["resolved"] is False
     assert report["tests_status"]["FAIL_TO_PASS"] == {"success": ["com.x.FooTest#fixed"], "failure": []}
     assert report["tests_status"]["PASS_TO_PASS"]["failure"] == ["com.x.FooTest#kept"]
-    passing = gitbug.GitBugRunResult(
-        expected_tests=3, executed_tests=3, passed_tests=3, failing_tests=[], exit_code=0
-    )
+    write_gitbug_results(tmp_path)
+    passing = gitbug.parse_run_output(tmp_path, exit_code=0)
+    assert gitbug.verdict(passing) == ("resolved", None)
     assert gitbug.instance_report(GITBUG_TASK, PATCH, passing)[GITBUG_TASK.instance_id]["resolved"] is True
+
+
+def test_gitbug_missing_tests_fail_and_a_contradicting_exit_code_is_an_error(tmp_path):
+    write_gitbug_results(tmp_path, executed_tests=2, passing_tests=2, missing_tests=["com.x.BarTest#other"])
+    result = gitbug.parse_run_output(tmp_path, exit_code=1)
+    assert gitbug.verdict(result) == ("unresolved", "1 expected tests did not run")
+    assert gitbug.per_test_statuses(GITBUG_TASK, result)["com.x.BarTest#other"] == "FAILED"
+    status, reason = gitbug.verdict(gitbug.parse_run_output(tmp_path, exit_code=0))
+    assert status == "error" and "exited 0" in reason
+
+
+def test_gitbug_unreadable_results_raise(tmp_path):
+    with pytest.raises(gitbug.GitBugJavaError, match="wrote no .gitbug-java/test-results.json"):
+        gitbug.parse_run_output(tmp_path, exit_code=1)
+    (tmp_path / ".gitbug-java").mkdir()
+    (tmp_path / ".gitbug-java" / "test-results.json").write_text('{"expected_tests": 3}')
+    with pytest.raises(gitbug.GitBugJavaError, match="lacks executed_tests"):
+        gitbug.parse_run_output(tmp_path, exit_code=1)
 
 
 def test_gitbug_harness_refuses_a_checkout_that_is_not_set_up(tmp_path):

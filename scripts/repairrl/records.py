@@ -15,7 +15,8 @@ from typing import Any
 # Read once at import, while nothing else runs: os.umask can only be read by setting it.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+# The schemas ship inside the package (workflow/schemas links here), so a non-editable install has them too.
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 
 @contextlib.contextmanager

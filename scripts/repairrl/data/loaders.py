@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repairrl.data.gitbug_java import gitbug_java_task
 from repairrl.data.local_files import LocalFileError, read_local_rows
 from repairrl.tasks import Task
 
@@ -156,62 +157,6 @@ def swe_bench_task(row: dict, spec: DatasetSpec, where: str) -> Task:
         eval_script=_optional_str(row, "eval_script"),
         log_parser=_optional_str(row, "log_parser"),
         extra=extra,
-    )
-
-
-def _gitbug_test_outcomes(run_group: list[dict]) -> dict[str, bool]:
-    outcomes = {}
-    for run in run_group:
-        for test in run.get("tests", []):
-            results = [r.get("result") for r in test.get("results", [])]
-            if "Skipped" in results:
-                continue
-            outcomes[f"{test['classname']}#{test['name']}"] = all(r == "Passed" for r in results)
-    return outcomes
-
-
-def gitbug_java_task(row: dict, spec: DatasetSpec, where: str) -> Task:
-    """GitBug-Java bug metadata (data/bugs/*.json upstream, `gitbugactions/gitbug-java` on the hub).
-
-    The buggy version is `previous_commit_hash`; the test lists come from the recorded CI runs: run 1 is the
-    buggy version with the test patch, run 2 the fixed version. GitBug-Java has no issue text, so the problem
-    statement reports the failing tests and their messages, as a CI failure would.
-    """
-    repo = _field(row, "repository", where)
-    fixed_commit = _field(row, "commit_hash", where)
-    runs = _field(row, "actions_runs", where)
-    if not isinstance(runs, list) or len(runs) < 3:
-        raise DatasetError(f"{where}: field 'actions_runs' must hold 3 run groups (buggy, buggy+tests, fixed)")
-    buggy, fixed = _gitbug_test_outcomes(runs[1] or []), _gitbug_test_outcomes(runs[2] or [])
-    fail_to_pass = sorted(t for t, ok in fixed.items() if ok and not buggy.get(t, False))
-    pass_to_pass = sorted(t for t, ok in fixed.items() if ok and buggy.get(t, False))
-    failure_lines = []
-    for run in runs[1] or []:
-        for test in run.get("tests", []):
-            for result in test.get("results", []):
-                if result.get("result") in ("Failure", "Error"):
-                    message = (result.get("message") or "").strip().splitlines()[:3]
-                    failure_lines.append(f"- {test['classname']}#{test['name']}: {' '.join(message)}")
-    statement = "The test suite fails on this version of the project.\n\nFailing tests:\n" + "\n".join(
-        failure_lines or [f"- {t}" for t in fail_to_pass]
-    )
-    bid = f"{repo.replace('/', '-')}-{fixed_commit[:12]}"
-    return Task(
-        instance_id=bid,
-        dataset=spec.name,
-        repo=repo,
-        repo_url=row.get("clone_url") or spec.repo_url_template.format(repo=repo, repo_key=repo.replace("/", "__")),
-        base_commit=_field(row, "previous_commit_hash", where),
-        problem_statement=statement,
-        gold_patch=_field(row, "bug_patch", where),
-        test_patch=_field(row, "test_patch", where),
-        fail_to_pass=fail_to_pass,
-        pass_to_pass=pass_to_pass,
-        language="java",
-        test_framework="gitbug-java",
-        split=spec.split,
-        created_at=_optional_str(row, "commit_timestamp"),
-        extra={"fixed_commit": fixed_commit, "non_code_patch": row.get("non_code_patch") or ""},
     )
 
 
