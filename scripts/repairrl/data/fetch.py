@@ -1,6 +1,10 @@
 """CLI of the fetch rule: load one configured dataset into the task table.
 
-    python -m repairrl.data.fetch --config resolved_config.json --dataset NAME --out tasks.jsonl --skipped skipped.jsonl
+    python -m repairrl.data.fetch --dataset NAME --spec '{"format": ..., "source": ...}' [--path FILE] \
+        --out tasks.jsonl --skipped skipped.jsonl
+
+A dataset that cannot be read, or a bad row under `on_bad_row: error`, ends the job with one line that names the
+file, line or row and the field, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from repairrl.data.loaders import DatasetSpec, load_tasks
+from repairrl.data.loaders import DatasetError, DatasetSpec, load_tasks
 from repairrl.records import write_jsonl
 from repairrl.singleturn.episode import DATA_FORMATS
 from repairrl.tasks import write_tasks
@@ -25,6 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skipped", required=True, type=Path)
     args = parser.parse_args(argv)
 
+    try:
+        return fetch(args)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def fetch(args: argparse.Namespace) -> int:
     entry = json.loads(args.spec)
     if args.path:
         entry = {**entry, "source": {**entry.get("source", {}), "path": args.path}}
