@@ -108,6 +108,20 @@ def test_second_run_does_nothing(embedded_run):
 
 
 @pytest.mark.slow
+def test_deleting_the_evaluations_redoes_them_and_the_report(embedded_run):
+    evaluations = embedded_run["results"] / "eval"
+    moved = evaluations.with_name("eval.moved")
+    evaluations.rename(moved)
+    try:
+        completed = snakemake("-n", "--profile", "profiles/local", *embedded_run["overrides"])
+    finally:
+        moved.rename(evaluations)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    counts = job_counts(completed.stdout + completed.stderr)
+    assert counts["grade"] == counts["evaluate_predictions"] == 6 and counts["report"] == 1, counts
+
+
+@pytest.mark.slow
 def test_deleting_one_output_reruns_only_its_dependents(embedded_run):
     (embedded_run["results"] / "data" / "mini_eval_java" / "tasks.jsonl").unlink()
     completed = snakemake("-n", "--profile", "profiles/local", *embedded_run["overrides"])

@@ -9,6 +9,20 @@ def eval_summaries(wildcards):
     ]
 
 
+def report_inputs(wildcards):
+    """Everything the report reads, declared, so that deleting or redoing any of it redoes the report."""
+    inputs = {
+        "summaries": eval_summaries(wildcards),
+        "predictions": [task_path("eval", dataset, model, "predictions.jsonl")
+                        for dataset in datasets_with_role("eval") for model in eval_models()],
+    }
+    if stage_enabled("sft"):
+        inputs["sft_stats"] = task_path("sft", "dataset_stats.json")
+    if stage_enabled("grpo"):
+        inputs["grpo_metrics"] = task_path("models", "grpo", "metrics.csv")
+    return inputs
+
+
 def report_outputs():
     """report.md, the task's tables and its plots (tagged for `snakemake --report`)."""
     outputs = {
@@ -31,7 +45,7 @@ def gpu_profile(wildcards):
 
 rule report:
     input:
-        eval_summaries,
+        unpack(report_inputs),
     output:
         **report_outputs(),
     log:
