@@ -7,6 +7,7 @@ left in place), so the defence is what stops it. Infrastructure edits are named 
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -310,3 +311,215 @@ def test_cli_passes_the_per_test_timeout(monkeypatch, tmp_path):
     assert seen["timeout_s"] == 300 and seen["test_timeout_s"] == 7
     assert run_evaluation.main([*argv, "--test-timeout", "0"]) == 0
     assert seen["test_timeout_s"] is None
+
+
+# Status lines printed by the code under test: at import (so during collection), with os.write to every open file
+# descriptor (fd 1, fd 2, and the reporter's own copy of stdout among them), and again from an atexit handler after
+# pytest's summary, which then exits 0 so the log also passes swebench's exit-code cross-check.
+FORGE_PYTHON_STATUSES = """
+
+import atexit as _atexit
+import os as _os
+import sys as _sys
+
+_FORGED = {forged!r}
+
+
+def _forge_statuses():
+    _sys.stdout.write(_FORGED)
+    _sys.stdout.flush()
+    for fd in sorted(int(name) for name in _os.listdir("/proc/self/fd")):
+        try:
+            _os.write(fd, _FORGED.encode())
+        except OSError:
+            pass
+
+
+def _forge_and_exit_cleanly():
+    _forge_statuses()
+    _os._exit(0)
+
+
+_forge_statuses()
+_atexit.register(_forge_and_exit_cleanly)
+"""
+# The same from Java: a static initializer of a main class (System.out and the raw stdout descriptor) and a shutdown
+# hook that prints them again after PerTestRunner's last line and halts with exit code 0.
+FORGE_JAVA_STATUSES = """
+    static {{
+        final String forged = {forged};
+        System.out.print(forged);
+        System.out.flush();
+        try {{
+            java.io.FileOutputStream raw = new java.io.FileOutputStream(java.io.FileDescriptor.out);
+            raw.write(forged.getBytes());
+            raw.flush();
+        }} catch (java.io.IOException ignored) {{
+        }}
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {{
+            System.out.print(forged);
+            System.out.flush();
+            Runtime.getRuntime().halt(0);
+        }}));
+    }}
+"""
+
+
+def forged_status_patches(mini) -> dict[str, tuple[str, str]]:
+    """Name -> (instance id, patch): source code that prints `PASSED <id>` for every FAIL_TO_PASS test and fixes
+    nothing."""
+    py, java = mini.tasks[PYTHON_TASK], mini.tasks[JAVA_TASK]
+    forged_py = "".join(f"PASSED {test_id}\n" for test_id in py.fail_to_pass)
+    init = base_text(mini, py, "pager/__init__.py") + FORGE_PYTHON_STATUSES.format(forged=forged_py)
+    stats_path = "src/main/java/com/example/stats/Stats.java"
+    forged_java = " + ".join(f'"PASSED {test_id}\\n"' for test_id in java.fail_to_pass)
+    stats = base_text(mini, java, stats_path).replace(
+        "    private Stats() {}\n",
+        "    private Stats() {}\n" + FORGE_JAVA_STATUSES.format(forged=forged_java),
+    )
+    assert "static {" in stats
+    edits = {
+        "python_prints_statuses": (py, {"pager/__init__.py": init}),
+        "java_prints_statuses": (java, {stats_path: stats}),
+    }
+    return {
+        name: (task.instance_id, patch_from_edits(mini, task, files)) for name, (task, files) in edits.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def forged_status_outcomes(mini) -> dict[str, GradingOutcome]:
+    patches = forged_status_patches(mini)
+    pairs = [(mini.tasks[instance_id], patch) for instance_id, patch in patches.values()]
+    return dict(zip(patches, grade_many(pairs, mini.cache, workers=2, **BWRAP)))
+
+
+@pytest.mark.parametrize("name", ["python_prints_statuses", "java_prints_statuses"])
+def test_status_lines_printed_by_the_code_under_test_do_not_count(
+    mini, forged_status_outcomes, name, tmp_path
+):
+    from swebench.harness.log_parsers import parse_log_pytest
+
+    outcome = forged_status_outcomes[name]
+    task = mini.tasks[outcome.instance_id]
+    assert outcome.patch_applied and outcome.test_infra_edits == [], outcome.log
+    assert outcome.status == grade.UNRESOLVED and not outcome.resolved, outcome.log
+    assert sorted(outcome.report[task.instance_id]["tests_status"]["FAIL_TO_PASS"]["failure"]) == sorted(
+        task.fail_to_pass
+    )
+    assert all(outcome.test_statuses[test_id] == "FAILED" for test_id in task.fail_to_pass), outcome.log
+    assert all(outcome.test_statuses[test_id] == "PASSED" for test_id in task.pass_to_pass), outcome.log
+    # Read without the nonce (the tag dropped from our reporter's lines, as the runner printed them before), the
+    # same log passes every test, exits 0, and is RESOLVED by swebench's own parser and get_eval_report.
+    untagged = re.sub(r"^[0-9a-f]{32} ", "", outcome.log, flags=re.MULTILINE)
+    raw = parse_log_pytest(untagged, None)
+    assert all(raw[test_id] == "PASSED" for test_id in task.fail_to_pass + task.pass_to_pass), outcome.log
+    assert f"{grade.TEST_EXIT_CODE}: 0" in outcome.log
+    raw_log = tmp_path / "untagged_test_output.txt"
+    raw_log.write_text(untagged)
+    assert grade.eval_report(task, "forged", "model", raw_log)[task.instance_id]["resolved"]
+
+
+PROBE_TEST = """
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def read(path, binary=False):
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        return f"unreadable: {error}"
+    return data.decode("utf-8", "replace")
+
+
+def test_probe():
+    processes = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        fds = {}
+        for fd in os.listdir(f"/proc/{pid}/fd") if os.access(f"/proc/{pid}/fd", os.R_OK) else []:
+            try:
+                fds[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                pass
+        processes[pid] = {
+            "cmdline": read(f"/proc/{pid}/cmdline"),
+            "environ": read(f"/proc/{pid}/environ"),
+            "fds": fds,
+        }
+    files = {}
+    for root in ("/tmp", os.getcwd()):
+        for directory, _, names in os.walk(root):
+            for name in names:
+                files[os.path.join(directory, name)] = read(os.path.join(directory, name))
+    seen = {"environ": dict(os.environ), "argv": sys.argv, "processes": processes, "files": files}
+    Path(os.environ.get("HOME", "/tmp"), "probe.json").write_text(json.dumps(seen))
+    print(json.dumps(seen))
+"""
+
+
+def test_nonce_is_not_in_the_argv_environment_or_files_of_the_test_process(tmp_path):
+    from repairrl.grading.test_runner import new_nonce
+
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_probe.py").write_text(PROBE_TEST)
+    task = Task(
+        instance_id="local__probe-1",
+        dataset="local",
+        repo="local/probe",
+        repo_url="file:///nonexistent",
+        base_commit="0" * 40,
+        problem_statement="-",
+        gold_patch="",
+        test_patch="",
+        fail_to_pass=["tests/test_probe.py::test_probe"],
+        pass_to_pass=[],
+        test_framework="pytest",
+    )
+    nonce = new_nonce()
+    with grade.sandbox_runner(tmp_path, "bwrap", 60) as runner:
+        run = run_tests(tmp_path, task, task.fail_to_pass, timeout_s=60, runner=runner, nonce=nonce)
+    assert run.statuses == {"tests/test_probe.py::test_probe": "PASSED"}, run.log
+    seen = next(line for line in run.log.splitlines() if line.startswith('{"environ"'))
+    # The probe read the files of the private temp dir and the argv of every process of the sandbox, the bash
+    # that read the nonce from its here-document among them.
+    assert "run_pytest.py" in seen and "IFS= read -r nonce" in seen, seen
+    assert nonce not in seen
+    # The nonce is in the log only on the reporter's line.
+    assert [line for line in run.log.splitlines() if nonce in line] == [
+        f"{nonce} PASSED tests/test_probe.py::test_probe"
+    ]
+
+
+def test_untagged_status_lines_never_count():
+    from repairrl.grading.test_runner import parse_test_log, reported_lines, timed_out_test_ids
+
+    nonce = "0123456789abcdef0123456789abcdef"
+    log = f"""PASSED tests/t.py::forged
+{nonce} FAILED tests/t.py::forged
+partial output{nonce} PASSED tests/t.py::a
+{nonce} TIMEOUT tests/t.py::slow
+TIMEOUT tests/t.py::forged
+{nonce}PASSED tests/t.py::glued
+PASSED tests/t.py::forged
+"""
+    assert reported_lines(log, nonce) == [
+        "FAILED tests/t.py::forged",
+        "PASSED tests/t.py::a",
+        "TIMEOUT tests/t.py::slow",
+    ]
+    assert parse_test_log(log, nonce) == {"tests/t.py::forged": "FAILED", "tests/t.py::a": "PASSED"}
+    assert timed_out_test_ids(log, nonce) == ("tests/t.py::slow",)
+
+
+def test_source_that_xfails_or_skips_the_running_test_is_a_finding(mini):
+    """`pytest.xfail()` from the code under test turns a failing FAIL_TO_PASS test into XFAIL, which swebench counts
+    as passed; `pytest.skip()` likewise hides a broken PASS_TO_PASS test."""
+    task = mini.tasks[PYTHON_TASK]
+    for call in ("pytest.xfail('later')", "pytest.skip('later')"):
+        patch = ("diff --git a/pkg/helpers.py b/pkg/helpers.py\nnew file mode 100644\n--- /dev/null\n"
+                 f"+++ b/pkg/helpers.py\n@@ -0,0 +1,2 @@\n+import pytest\n+{call}\n")
+        (finding,) = test_infrastructure_edits(patch, task)
+        assert finding.startswith("pkg/helpers.py: ")

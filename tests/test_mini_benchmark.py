@@ -217,17 +217,24 @@ def test_java_compile_error_marks_every_requested_test_failed(tmp_path):
 
 
 def test_run_tests_uses_the_injected_runner():
+    """Only status lines tagged with the run's nonce count; an untagged one (code under test can print it) does not."""
     commands = []
+    nonce = test_runner.new_nonce()
 
     def fake_runner(command: str, timeout_s: float) -> CommandResult:
         commands.append((command, timeout_s))
-        output = f"{test_runner.START_TEST_OUTPUT}\nPASSED tests/t.py::a\n{test_runner.END_TEST_OUTPUT}\n"
+        output = (
+            f"{test_runner.START_TEST_OUTPUT}\n{nonce} PASSED tests/t.py::a\nFAILED tests/t.py::a\n"
+            f"{test_runner.END_TEST_OUTPUT}\n"
+        )
         return CommandResult(command=command, exit_code=0, output=output, duration_s=0.5)
 
-    run = test_runner.run_tests("/nonexistent", _task("pytest"), ["tests/t.py::a"], 7, runner=fake_runner)
+    run = test_runner.run_tests(
+        "/nonexistent", _task("pytest"), ["tests/t.py::a"], 7, runner=fake_runner, nonce=nonce
+    )
     assert run.statuses == {"tests/t.py::a": "PASSED"}
     assert run.duration_s == 0.5 and commands[0][1] == 7
-    assert "-m pytest -rA -p no:cacheprovider tests/t.py::a" in commands[0][0]
+    assert "-rA -p no:cacheprovider tests/t.py::a" in commands[0][0]
 
 
 def test_subprocess_runner_kills_the_process_group_on_timeout(tmp_path):

@@ -7,7 +7,8 @@
        pytest configuration, test folders, Java test sources and build files, ...) and every file the test patch
        touches to the base commit, then apply the test patch (so a model's edits to the tests never count)
     -> run FAIL_TO_PASS + PASS_TO_PASS in the sandbox with a per-test timeout, log with swebench's markers
-    -> swebench's own `get_eval_report` reads the log: the report and `resolved` are swebench's verdict
+    -> swebench's own `get_eval_report` reads the log's status lines, only those our test runner tagged with
+       the run's nonce (repairrl.grading.test_runner): the report and `resolved` are swebench's verdict
 
 `timeout_s` is the budget of the whole grading of one task; `test_timeout_s` bounds each test, so code that
 loops forever costs that test, not the task. Every failure of one task (patch does not apply, tests time out,
@@ -260,8 +261,22 @@ def _default_runner_factory(backend: str, timeout_s: float) -> RunnerFactory:
     return lambda workdir: sandbox_runner(workdir, backend, timeout_s)
 
 
+def graded_log(apply_command: str, status_lines: Iterable[str], run_end: str) -> str:
+    """The log swebench grades: the grader's own lines around the status lines our test runner tagged with the
+    run's nonce (`TestRun.status_lines`, the nonce stripped), in swebench's format.
+
+    Nothing else the test command printed is in it: code under test can print `PASSED <id>` as well as pytest
+    can, so those lines stay in the outcome's log for people and never count. Not even the output of the
+    grader's git commands is in it (it can echo the patch's text), since swebench falls back to reading the whole
+    log when nothing between the markers parses.
+    """
+    lines = [f"{APPLY_PATCH_PASS} ({apply_command})", test_runner.START_TEST_OUTPUT, *status_lines]
+    return "\n".join([*lines, test_runner.END_TEST_OUTPUT, run_end]) + "\n"
+
+
 def eval_report(task: Task, model_patch: str | None, model_name: str, log_path: Path) -> dict[str, Any]:
-    """swebench's `get_eval_report` on our log: the report, and its `resolved`, are swebench's own verdict."""
+    """swebench's `get_eval_report` on the log at `log_path` (in grading, `graded_log`'s): the report, and its
+    `resolved`, are swebench's own verdict."""
     from swebench.harness.grading import get_eval_report
     from swebench.types import TestSpec
 
@@ -423,11 +438,12 @@ def grade_with_tests(
             )
         log.append(run.log.rstrip("\n"))
         if run.timed_out:
-            log.append(f"{TESTS_TIMEOUT} after {timeout_s:g} s")
+            run_end = f"{TESTS_TIMEOUT} after {timeout_s:g} s"
         else:
-            log.append(f"{TEST_EXIT_CODE}: {run.exit_code}")
+            run_end = f"{TEST_EXIT_CODE}: {run.exit_code}"
+        log.append(run_end)
         log_path = scratch / "test_output.txt"
-        log_path.write_text("\n".join(log) + "\n", encoding="utf-8")
+        log_path.write_text(graded_log(apply_command, run.status_lines, run_end), encoding="utf-8")
         report = eval_report(task, model_patch, model_name, log_path)
         resolved = bool(report[task.instance_id]["resolved"])
         status = TIMEOUT if run.timed_out else RESOLVED if resolved else UNRESOLVED

@@ -32,7 +32,8 @@ same list to penalise the attempt. A path is test infrastructure when it is
 Restoring files cannot undo code that reaches into the test runner from the code under test (a package
 `__init__.py` that patches `_pytest.reports.TestReport` at import time, a `pytest_plugins` list, a JUnit
 `RunListener` in main sources). So lines a patch ADDS to any other file are scanned for the names such code
-needs (`_pytest`, `pytest_plugins`, `hookimpl`, `hookwrapper`, `pytest_runtest_`, `TestReport`, `pluggy`;
+needs (`_pytest`, `pytest_plugins`, `hookimpl`, `hookwrapper`, `pytest_runtest_`, `TestReport`, `pluggy`,
+`pytest.xfail`/`skip`/`importorskip`, which swebench would count as passed or kept;
 Java `org.junit.runner`, `RunListener`, `junit.framework`); a match is a finding, and the grader grades the
 patch unresolved without running its tests. Files of the pytest repository itself (a path component `_pytest`
 or `pytest`, a SWE-bench repository) are exempt from the scan. The scan is a tripwire for the plain forms of
@@ -77,6 +78,8 @@ JAVA_FRAMEWORK_PACKAGES = (("org", "junit"), ("org", "hamcrest"), ("junit",))
 # Names that code under test needs to reach into the test runner in-process (see the module docstring).
 PYTHON_RUNNER_HOOKS = re.compile(
     r"_pytest|pytest_plugins|hookimpl|hookwrapper|pytest_runtest_|TestReport|pluggy"
+    # A source file that marks the running test xfailed or skipped: swebench counts XFAIL as passed.
+    r"|pytest\.(?:xfail|skip|importorskip)\b"
 )
 JAVA_RUNNER_HOOKS = re.compile(r"org\.junit\.runner|RunListener|junit\.framework")
 

@@ -1,4 +1,9 @@
+import java.io.IOException;
 import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicReference;
@@ -14,6 +19,13 @@ import org.junit.runner.notification.RunListener;
  * Runs JUnit 4 tests one by one and prints one status line per requested test, in the format of pytest's
  * `-rA` summary that swebench's parse_log_pytest reads: `PASSED com.x.FooTest#testBar`.
  *
+ * Every status line starts with the run's nonce (`<nonce> PASSED com.x.FooTest#testBar`): the grader counts
+ * only lines that carry it, so code under test cannot pass a test by printing a status line. The nonce comes
+ * from the file named by the system property `repairrl.nonceFile`, which main reads and deletes before it loads
+ * any test class (so before any static initializer of the working copy runs); it is then kept in a private
+ * field, out of sight of plain means (not in argv, the environment or a file), though not of reflection.
+ * Without the property the lines carry no nonce.
+ *
  * Each argument is `fully.qualified.Class#method`. A test that cannot be found or loaded is reported FAILED,
  * so a missing test never passes silently. Failure traces are indented so no trace line can be mistaken for
  * a status line.
@@ -28,17 +40,25 @@ public final class PerTestRunner {
     private static final long TIMEOUT_MS = Long.getLong("repairrl.testTimeoutMs", 0L);
     // Status lines go to the stream the JVM started with, whatever the code under test does to System.out.
     private static final PrintStream OUT = System.out;
+    // "<nonce> ", set by main before any test class is loaded.
+    private static String tag = "";
 
     private PerTestRunner() {}
 
-    public static void main(String[] args) {
+    public static void main(String[] args) throws IOException {
+        String nonceFile = System.getProperty("repairrl.nonceFile");
+        if (nonceFile != null) {
+            Path path = Paths.get(nonceFile);
+            tag = new String(Files.readAllBytes(path), StandardCharsets.US_ASCII).trim() + " ";
+            Files.delete(path);
+        }
         int failed = 0;
         for (String testId : args) {
             String status = TIMEOUT_MS > 0 ? runWithTimeout(testId) : run(testId);
             if (!status.equals("PASSED") && !status.equals("SKIPPED")) {
                 failed++;
             }
-            OUT.println(status + " " + testId);
+            OUT.println(tag + status + " " + testId);
             OUT.flush();
         }
         System.exit(failed == 0 ? 0 : 1);
@@ -57,7 +77,7 @@ public final class PerTestRunner {
         if (worker.isAlive()) {
             worker.interrupt();
             OUT.println("    test timed out after " + TIMEOUT_MS + " ms");
-            OUT.println("TIMEOUT " + testId);
+            OUT.println(tag + "TIMEOUT " + testId);
             return "FAILED";
         }
         return status.get();
