@@ -338,7 +338,11 @@ def test_train_writes_checkpoints_resumes_to_step_4_and_exports_a_loadable_merge
     assert state["global_step"] == 4
 
     merged = resolve_model_path(out)
-    assert Path(merged) == (out / "merged").resolve()
+    assert Path(merged).resolve() == (out / "merged").resolve()
+    # The manifest holds paths relative to itself: a moved results tree loads its own weights.
+    moved = out.rename(tmp_path / "moved-sft")
+    assert Path(resolve_model_path(moved)).resolve() == (moved / "merged").resolve()
+    merged = resolve_model_path(moved)
     model = AutoModelForCausalLM.from_pretrained(merged)
     tokenizer = AutoTokenizer.from_pretrained(merged)
     assert not any("lora" in name for name, _ in model.named_parameters())

@@ -122,7 +122,9 @@ def resolve_model_path(manifest_or_dir: str | Path) -> str:
         raise ModelSourceError(f"{manifest_path} not found: run the prepare_model rule first")
     manifest = json.loads(manifest_path.read_text())
     path = manifest["path"]
-    if manifest["kind"] in ("embedded", "gguf"):
+    # Converted and trained models live beside their manifest and are recorded relative to it, so a results tree
+    # that is copied or moved loads its own weights; a user's local checkpoint is recorded absolute.
+    if manifest["kind"] in ("embedded", "gguf") or (manifest["kind"] == "local" and not Path(path).is_absolute()):
         return str(manifest_path.parent / path)
     return path
 

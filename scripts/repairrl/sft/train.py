@@ -246,9 +246,9 @@ def export_merged_model(
     )
     manifest = {
         "name": out_dir.name,
-        "spec": str(merged.resolve()),
+        "spec": merged.name,
         "kind": "local",
-        "path": str(merged.resolve()),
+        "path": merged.name,  # relative to the manifest: a moved results tree loads its own weights
         "base_model": base.get("name", str(base_manifest)),
         "architecture": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
