@@ -74,3 +74,17 @@ def buggy_repo(tmp_path: Path) -> tuple[Path, Task]:
                 problem_statement="add(2, 3) returns -1 instead of 5.", gold_patch="", test_patch="",
                 fail_to_pass=[], pass_to_pass=[])
     return repo, task
+
+
+def bwrap_works() -> bool:
+    """Whether bubblewrap runs here (installed, with unprivileged user namespaces)."""
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        return False
+    probe = subprocess.run(["bwrap", "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "true"], check=False,
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap with user namespaces is not available")

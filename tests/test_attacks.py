@@ -22,10 +22,12 @@ from repairrl.agent.run import run_tasks
 from repairrl.models.backends import ScriptedBackend
 from repairrl.records import read_jsonl
 from repairrl.repos import cache_entry_path, cache_tasks, materialize_worktree
-from repairrl.sandbox import SandboxError, make_sandbox
+from repairrl.sandbox import make_sandbox
 from repairrl.tasks import Task
 
-from .conftest import git
+from .conftest import git, needs_bwrap
+
+pytestmark = needs_bwrap
 
 SOURCE = "def add(a, b):\n    return a - b\n"
 FIX = "sed -i 's/a - b/a + b/' calc.py"  # the honest part of every attack: the diff must show exactly this
@@ -54,13 +56,6 @@ def cached_task(tmp_path_factory) -> tuple[Task, Path]:
                 gold_patch="", test_patch="", fail_to_pass=[], pass_to_pass=[])
     cache = root / "cache"
     assert cache_tasks([task], cache)[0]["status"] == "ok"
-    probe = root / "probe"
-    probe.mkdir()
-    try:
-        with make_sandbox("bwrap", probe) as sandbox:
-            sandbox.run("true")
-    except SandboxError as error:
-        pytest.skip(f"bwrap cannot run here: {error}")
     return task, cache
 
 

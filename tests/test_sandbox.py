@@ -25,23 +25,9 @@ from repairrl.sandbox.bwrap import BwrapSandbox
 from repairrl.sandbox.container import ApptainerSandbox, DockerSandbox
 from repairrl.sandbox.local import UnsafeLocalSandbox
 
+from .conftest import needs_bwrap
+
 REPO_PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
-
-
-def _bwrap_works() -> bool:
-    if shutil.which("bwrap") is None:
-        return False
-    probe = subprocess.run(
-        ["bwrap", "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "true"],
-        check=False,
-        capture_output=True,
-    )
-    return probe.returncode == 0
-
-
-needs_bwrap = pytest.mark.skipif(
-    not _bwrap_works(), reason="bubblewrap with user namespaces is not available"
-)
 
 
 @pytest.fixture

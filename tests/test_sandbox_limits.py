@@ -9,8 +9,6 @@ fork bomb is in tests/test_sandbox.py, attacks on the host's files and secrets i
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,21 +19,12 @@ from repairrl.sandbox import SandboxLimits, make_sandbox
 from repairrl.sandbox.base import SandboxLimitError, workdir_usage
 from repairrl.tasks import Task
 
-from .conftest import git
+from .conftest import git, needs_bwrap
 
 MEMORY_NOTICE = "[killed: the sandbox's memory limit of {} MB was reached]"
 
 
-def _bwrap_works() -> bool:
-    if shutil.which("bwrap") is None:
-        return False
-    probe = subprocess.run(
-        ["bwrap", "--unshare-all", "--unshare-user", "--ro-bind", "/", "/", "true"], check=False, capture_output=True
-    )
-    return probe.returncode == 0
-
-
-pytestmark = pytest.mark.skipif(not _bwrap_works(), reason="bubblewrap with user namespaces is not available")
+pytestmark = needs_bwrap
 
 
 @pytest.fixture
