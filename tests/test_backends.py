@@ -17,7 +17,7 @@ from repairrl.models.backends import (
 )
 from repairrl.records import validate_record
 
-from .test_agent import SubprocessSandbox, buggy_repo  # noqa: F401 - the fixture is used by name
+from .test_agent import SubprocessSandbox
 
 # The real system prompt costs a long prefill per turn on a shared CPU; the token trace does not depend on it.
 SHORT_PROMPT = "Fix the bug in the repository at {repo_path}. Call tools as <tool_call>{{json}}</tool_call>."
