@@ -42,7 +42,7 @@ def generated_spans(mask: list[int]) -> list[tuple[int, int]]:
     return spans
 
 
-def test_embedded_model_episode_records_a_consistent_token_trace(embedded, buggy_repo):  # noqa: F811
+def test_embedded_model_episode_records_a_consistent_token_trace(embedded, buggy_repo):
     repo, task = buggy_repo
     record = run_episode(task, embedded, SubprocessSandbox(repo), repo,
                          AgentConfig(max_tool_calls=2, max_tokens=4096, system_prompt=SHORT_PROMPT))
@@ -84,7 +84,7 @@ def test_tool_turns_are_appended_as_tokens_not_rerendered(embedded):
     assert tokenizer.decode(trace.token_ids[slice(*second_span)], skip_special_tokens=True) == second.content
 
 
-def test_concurrent_episodes_share_generate_calls(embedded, buggy_repo, tmp_path):  # noqa: F811
+def test_concurrent_episodes_share_generate_calls(embedded, buggy_repo, tmp_path):
     repo, task = buggy_repo
     # The same weights with shorter turns: batching does not depend on the turn length.
     backend = InProcessBackend(embedded.model, embedded.tokenizer, SamplingParams(temperature=0.8, max_new_tokens=12))

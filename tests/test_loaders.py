@@ -22,6 +22,10 @@ def swe_bench_row(instance_id="owner__proj-1", **overrides):
         "created_at": "2024-01-01T00:00:00Z",
         "hints_text": "",
         "environment_setup_commit": COMMIT,
+        # The new row shape (swebench 5.x): the row says how it is graded, as owner/proj has no swebench spec.
+        "eval_script": "#!/bin/bash\npytest -rA test_f.py\n",
+        "log_parser": "parse_log_pytest",
+        "image": "example/owner-proj:1.0",
     }
     row.update(overrides)
     return row

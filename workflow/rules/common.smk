@@ -234,7 +234,8 @@ def serve_flags(model):
     """Full configs start `vllm serve` on the shard's own GPU; the embedded default generates in-process."""
     if not serving_with_vllm() or model.startswith(("http://", "https://")):
         return ""
-    return f"--serve-model {model_dir(model)} --vllm-log {model_dir(model)}/vllm.log"
+    # Each shard's server gets a free port and its own log beside the shard's agent log.
+    return f"--serve-model {model_dir(model)}"
 
 
 def model_inputs(model):

@@ -12,6 +12,7 @@ rule prepare_model:
         f"{STUDY_DIR}/benchmarks/prepare_model/{{model}}.tsv"
     params:
         source=lambda wildcards: config["models"][wildcards.model]["source"],
+        revision=lambda wildcards: cli_flags({"revision": config["models"][wildcards.model].get("revision")}),
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     conda:
         "../../envs/data.yaml"
@@ -20,7 +21,7 @@ rule prepare_model:
         slurm_account=cluster_account(),
     shell:
         "python -m repairrl.models.prepare --name {wildcards.model} --source {params.source:q} "
-        "--out {params.out_dir} > {log} 2>&1"
+        "--out {params.out_dir} {params.revision} > {log} 2>&1"
 
 
 rule mini_benchmark:

@@ -8,14 +8,16 @@ def grpo_init_model():
 
 def grpo_server(wildcards, input):
     """Full configs: the trainer runs under `python -m repairrl.grpo.server`, which starts TRL's vLLM server on
-    the allocation's first GPU and the trainer on the others. CPU runs generate in-process."""
+    the allocation's first GPU and the trainer on the others (indices into the job's own devices), each on ports
+    free at start-up (a fixed `grpo.server.port` only if the config sets one). CPU runs generate in-process."""
     if stage("grpo").get("generation", "inprocess") != "vllm":
         return ""
     server = stage("grpo").get("server", {})
+    port = f"--port {server['port']} " if server.get("port") else ""
     return (
         f"python -m repairrl.grpo.server --model {os.path.dirname(input.model)} "
         f"--server-gpus {server.get('gpus', '0')} --trainer-gpus {server.get('trainer_gpus', '1,2')} "
-        f"--port {server.get('port', 8000)} --log {TASK_LOGS}/grpo.vllm.log --"
+        f"{port}--log {TASK_LOGS}/grpo.vllm.log --"
     )
 
 

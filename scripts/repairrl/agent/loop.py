@@ -14,7 +14,7 @@ from pathlib import Path
 
 from repairrl.agent.parsing import parse_tool_calls
 from repairrl.agent.tools import TOOL_SCHEMAS, Workspace, call_tool
-from repairrl.models.backends import ChatBackend, ModelError
+from repairrl.models.backends import ChatBackend, EndpointUnavailableError, ModelError
 from repairrl.repos import WorktreeDiffError, snapshot_git_dir, worktree_diff
 from repairrl.sandbox.base import Sandbox, SandboxError, SandboxLimitError
 from repairrl.tasks import Task
@@ -100,6 +100,8 @@ def _run_episode(task: Task, backend: ChatBackend, sandbox: Sandbox, workdir: Pa
             tick = time.monotonic()
             try:
                 turn = session.generate(messages, max_new_tokens=config.max_tokens - context_tokens)
+            except EndpointUnavailableError:
+                raise  # the server is gone: not this episode's result (the caller reruns it)
             except ModelError as model_error:
                 stop_reason, error = "model_error", str(model_error)
                 break

@@ -8,6 +8,8 @@ one answer, no sandbox, recorded in the same trajectory format.
 
 Each finished (task, sample) pair is appended to a journal (`<out>.journal`) at once; a rerun skips the pairs
 already there, so a killed job loses only the episodes in flight. The output is written atomically at the end.
+An episode that could not reach the model server (EndpointUnavailableError) is not journaled: the run ends with
+an error after the others, and a rerun (SLURM's retry of the job) runs it again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from repairrl.agent.loop import AgentConfig, failed_record, run_episode
-from repairrl.models.backends import ChatBackend, SamplingParams, make_backend
+from repairrl.models.backends import ChatBackend, EndpointUnavailableError, SamplingParams, make_backend
 from repairrl.records import append_jsonl, read_journal, validate_record, write_jsonl
 from repairrl.repos import anonymous_worktree_path
 from repairrl.sandbox.base import Sandbox, SandboxLimits
@@ -66,6 +68,7 @@ def run_tasks(tasks: list[Task], backend: ChatBackend, out: Path, prepare_worktr
     pending = [(index, task, sample) for index, task in enumerate(tasks) for sample in range(samples)
                if (task.instance_id, sample) not in done]
     journal_lock = threading.Lock()
+    unavailable: list[EndpointUnavailableError] = []
     scratch = make_scratch("repairrl-agent-", work_root)
 
     from tqdm import tqdm
@@ -83,6 +86,12 @@ def run_tasks(tasks: list[Task], backend: ChatBackend, out: Path, prepare_worktr
                 workdir = prepare_worktree(task, dest)
                 with open_sandbox(workdir, task) as sandbox:
                     record = run_episode(task, backend, sandbox, workdir, config, sample=sample, seed=pair_seed)
+        except EndpointUnavailableError as error:
+            # The model server is gone: not this episode's result. It is not journaled, so a rerun runs it.
+            with journal_lock:
+                unavailable.append(error)
+                bar.update(1)
+            return
         except Exception as error:  # noqa: BLE001 - one task's failure is recorded with it; the run goes on
             detail = "".join(traceback.format_exception_only(type(error), error)).strip()
             record = failed_record(task, sample, backend.model_name, detail, seed=pair_seed)
@@ -103,6 +112,10 @@ def run_tasks(tasks: list[Task], backend: ChatBackend, out: Path, prepare_worktr
         if not keep_worktrees:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    if unavailable:
+        raise EndpointUnavailableError(
+            f"{len(unavailable)} of {len(pending)} episodes could not reach the model server and were not recorded "
+            f"(the journal keeps the {len(pending) - len(unavailable)} others); rerun to run them: {unavailable[0]}")
     order = {task.instance_id: index for index, task in enumerate(tasks)}
     latest = {(r["instance_id"], r["sample"]): r for r in read_journal(journal)  # a retried pair: the last wins
               if r["instance_id"] in order and r["sample"] < samples}
@@ -191,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             work_root=args.work_root, retry_failed=args.retry_failed, keep_worktrees=args.keep_worktrees,
             progress=not args.no_progress, single_turn=single_turn,
         )
+    except EndpointUnavailableError as error:
+        raise SystemExit(f"error: {error}") from None
     finally:
         backend.close()
     print(f"{summary['episodes']} episodes in {args.out} ({summary['ran']} run now, {summary['skipped']} resumed, "

@@ -14,6 +14,7 @@ from typing import Any
 
 from repairrl.data.gitbug_java import gitbug_java_task
 from repairrl.data.local_files import LocalFileError, read_local_rows
+from repairrl.data.swebench_specs import UngradableTaskError, grading_recipe
 from repairrl.tasks import Task
 
 
@@ -130,11 +131,27 @@ def _optional_str(row: dict, name: str) -> str | None:
 
 
 def swe_bench_task(row: dict, spec: DatasetSpec, where: str) -> Task:
-    """SWE-bench (Verified, Lite, full), SWE-Gym and the mini benchmark share this row format."""
+    """SWE-bench (Verified, Lite, full), SWE-Gym and the mini benchmark share this row format.
+
+    A swebench-framework task gets its eval script, log parser name, image and eval type here: the row's own
+    where it carries them (swebench 5.x rows), else built from the specs (repairrl.data.swebench_specs)."""
     repo = _field(row, "repo", where)
     language = row.get("language") or "python"
     framework = row.get("test_framework") or ("pytest" if spec.format == "mini" else "swebench")
     extra = {k: row[k] for k in ("difficulty", "log_parser", "eval_type") if row.get(k) is not None}
+    recipe = None
+    if framework == "swebench":
+        # How the task is graded is settled here, once: a row that cannot be graded raises now (UngradableTaskError,
+        # a ValueError: an error naming the row, or a skip under on_bad_row: skip) instead of scoring 0 later.
+        try:
+            recipe = grading_recipe(
+                {**row, "repo": repo, "base_commit": _field(row, "base_commit", where),
+                 "test_patch": _field(row, "test_patch", where), "instance_id": _field(row, "instance_id", where)},
+                source="swe-gym" if spec.format == "swe-gym" else "swe-bench",
+            )  # fmt: skip
+        except UngradableTaskError as error:
+            raise DatasetError(f"{where}: {error}") from error
+        extra["eval_type"] = recipe.eval_type
     return Task(
         instance_id=_field(row, "instance_id", where),
         dataset=spec.name,
@@ -153,9 +170,9 @@ def swe_bench_task(row: dict, spec: DatasetSpec, where: str) -> Task:
         created_at=_optional_str(row, "created_at"),
         hints_text=_optional_str(row, "hints_text"),
         environment_setup_commit=_optional_str(row, "environment_setup_commit"),
-        image=_optional_str(row, "image"),
-        eval_script=_optional_str(row, "eval_script"),
-        log_parser=_optional_str(row, "log_parser"),
+        image=recipe.image if recipe else _optional_str(row, "image"),
+        eval_script=recipe.eval_script if recipe else _optional_str(row, "eval_script"),
+        log_parser=recipe.log_parser if recipe else _optional_str(row, "log_parser"),
         extra=extra,
     )
 

@@ -1,10 +1,11 @@
 """`python -m repairrl.evaluate`: evaluation of one model on one benchmark, as the evaluate rules call it.
 
     python -m repairrl.evaluate shard --tasks T --shard I --num-shards N --model-name M \
-        --trajectories traj.jsonl --out predictions.jsonl [--serve-model PATH [--lora NAME=PATH] --port P] \
+        --trajectories traj.jsonl --out predictions.jsonl [--serve-model PATH [--lora NAME=PATH] [--port P]] \
         [--vllm-log LOG] [--batch-size B] -- [agent arguments]
-        run the agent on the shard's unfinished tasks (under a vLLM server when --serve-model is given),
-        journal their trajectories, and write the shard's swebench predictions
+        run the agent on the shard's unfinished tasks (under the shard's own vLLM server, on a free port of
+        127.0.0.1, when --serve-model is given), journal their trajectories, and write the shard's swebench
+        predictions
 
     python -m repairrl.evaluate predictions --tasks T --trajectories a.jsonl [b.jsonl ...] --model-name M \
         --out predictions.jsonl
@@ -101,6 +102,19 @@ def _lora(values: list[str]) -> dict[str, str]:
     return modules
 
 
+def shard_server_log(args: argparse.Namespace) -> Path:
+    """The shard's own server log: --vllm-log, else beside the agent log, else beside the trajectories.
+
+    Never one file for all shards: shards of one model run at once, and their servers' lines would interleave.
+    """
+    if args.vllm_log is not None:
+        return args.vllm_log
+    if args.agent_log is not None:
+        name = args.agent_log.name.removesuffix(".log").removesuffix(".agent")
+        return args.agent_log.with_name(f"{name}.vllm.log")
+    return args.trajectories.with_name(f"{args.trajectories.stem}.vllm.log")
+
+
 def cmd_shard(args: argparse.Namespace) -> int:
     from repairrl.evaluate.serve import VLLMServerConfig, vllm_server
 
@@ -125,7 +139,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
             model=served, port=args.port, lora_modules=_lora(args.lora),
             startup_timeout_s=args.startup_timeout,
         )  # fmt: skip
-        with vllm_server(config, args.vllm_log) as base_url:
+        with vllm_server(config, shard_server_log(args), args.vllm_executable) as base_url:
             summary = go(base_url)
     else:
         summary = go(args.base_url)
@@ -232,9 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     shard.add_argument("--base-url", help="an OpenAI-compatible server already running")
     shard.add_argument("--serve-model", help="start `vllm serve` on this model for the shard")
     shard.add_argument("--lora", action="append", default=[], help="NAME=PATH adapter for vLLM (repeatable)")
-    shard.add_argument("--port", type=int, default=8000)
+    shard.add_argument("--port", type=int, help="the server's port (default: one free at start-up, so shards on "
+                       "one node never share a server)")
     shard.add_argument("--startup-timeout", type=float, default=900.0)
-    shard.add_argument("--vllm-log", type=Path, default=Path("vllm.log"))
+    shard.add_argument("--vllm-log", type=Path, help="the server's log (default: beside --agent-log, per shard)")
+    shard.add_argument("--vllm-executable", default="vllm", help="the `vllm` command (a site wrapper)")
     shard.add_argument(
         "agent_args", nargs=argparse.REMAINDER, help="after --: arguments for python -m repairrl.agent"
     )

@@ -108,6 +108,13 @@ def swebench_rows(tasks: Iterable[Task]) -> list[dict]:
 
     rows = []
     for task in tasks:
+        # swebench 5.x builds nothing: an empty eval script would grade even the gold patch unresolved, silently.
+        missing = [name for name in ("eval_script", "log_parser") if not getattr(task, name)]
+        if missing:
+            raise HarnessError(
+                f"{task.instance_id}: the task has no {' and no '.join(missing)}, which swebench's harness needs; "
+                "fetch the dataset again (repairrl.data.fetch records how each task is graded)"
+            )
         rows.append(
             {
                 "instance_id": task.instance_id,
@@ -121,8 +128,8 @@ def swebench_rows(tasks: Iterable[Task]) -> list[dict]:
                 "version": task.version or "",
                 "environment_setup_commit": task.environment_setup_commit or "",
                 "image": task.image or instance_image(task.instance_id),
-                "eval_script": task.eval_script or "",
-                "log_parser": task.log_parser or task.extra.get("log_parser") or "parse_log_pytest",
+                "eval_script": task.eval_script,
+                "log_parser": task.log_parser,
                 "eval_type": task.extra.get("eval_type")
                 or ("fail_only" if task.repo in FAIL_ONLY_REPOS else "pass_and_fail"),
             }

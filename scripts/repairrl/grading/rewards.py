@@ -181,3 +181,72 @@ def compose_rewards(weights: Mapping[str, float], task_kind: str | None = None) 
                 f"it can use {', '.join(sorted(allowed))}"
             )
     return rewards
+
+
+# --- which configured rewards the grader can compute, checked before a stage starts ---
+
+# The sandboxes repairrl's own grader (repairrl.grading.grade_with_tests) runs tests in; whichever it is, it runs
+# only these frameworks (repairrl.grading.test_runner). swebench tasks need their instance image and eval script,
+# gitbug-java tasks GitBug-Java's runner: both are graded by repairrl.evaluate's harness backends, not here.
+LOCAL_GRADERS = ("bwrap", "docker", "apptainer", "unsafe-local")
+LOCALLY_RUN_FRAMEWORKS = ("pytest", "junit4")
+
+
+class RewardNotComputableError(ValueError):
+    """A configured reward reads test results the grader cannot produce for some tasks: it would score 0."""
+
+
+@dataclass(frozen=True)
+class UncomputableReward:
+    reward: str
+    instance_ids: list[str]
+    reason: str
+
+
+def uncomputable_rewards(
+    weights: Mapping[str, float], task_kind: str, tasks: list, grader: str
+) -> list[UncomputableReward]:
+    """The weighted test-based rewards that GRADER cannot compute, each with the tasks it fails on and why.
+
+    Only repair tasks run tests (detection rewards read the answer); a zero weight asks for nothing.
+    """
+    if task_kind == "detection":
+        return []
+    if grader not in LOCAL_GRADERS:
+        raise ValueError(f"unknown grader {grader!r}; one of {', '.join(LOCAL_GRADERS)}")
+    wanted = [name for name, weight in weights.items() if name in NEEDS_TESTS and weight != 0]
+    by_framework: dict[str, list[str]] = {}
+    for task in tasks:
+        framework = getattr(task, "test_framework", None)
+        if framework not in LOCALLY_RUN_FRAMEWORKS:
+            by_framework.setdefault(str(framework), []).append(task.instance_id)
+    found = []
+    for name in wanted:
+        for framework, ids in sorted(by_framework.items()):
+            found.append(UncomputableReward(
+                reward=name, instance_ids=ids,
+                reason=f"their tests are {framework!r}-framework tests, and the local grader (sandbox {grader!r}) "
+                       f"runs only {' and '.join(LOCALLY_RUN_FRAMEWORKS)} tests",
+            ))  # fmt: skip
+    return found
+
+
+def check_rewards_computable(weights: Mapping[str, float], task_kind: str, tasks: list, grader: str) -> None:
+    """Raise RewardNotComputableError, saying what to change, if a weighted reward cannot be computed."""
+    problems = uncomputable_rewards(weights, task_kind, tasks, grader)
+    if not problems:
+        return
+    lines = []
+    for problem in problems:
+        shown = ", ".join(problem.instance_ids[:3]) + (", ..." if len(problem.instance_ids) > 3 else "")
+        lines.append(f"reward {problem.reward!r} cannot be computed for {len(problem.instance_ids)} of {len(tasks)} "
+                     f"tasks ({shown}): {problem.reason}")
+    names = sorted({problem.reward for problem in problems})
+    kept = {name: weight for name, weight in weights.items() if name not in names}
+    drop = ",".join(f"{name}={weight:g}" for name, weight in kept.items()) or "similarity=1.0"
+    raise RewardNotComputableError(
+        "; ".join(lines) + ". Every such episode would score 0 on it. Either drop "
+        f"{', '.join(map(repr, names))} from the rewards (e.g. --rewards {drop}), or train on tasks whose tests "
+        "run locally (pytest/junit4, e.g. the mini benchmark), or grade in the task's own container image "
+        "(the container path of the task-environment issue) once it exists."
+    )

@@ -34,10 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from repairrl.agent.loop import SYSTEM_PROMPT, AgentConfig, failed_record, run_episode
-from repairrl.agent.tools import COMMAND_KINDS, TOOLS
+from repairrl.agent.tools import COMMAND_KINDS, TOOL_SCHEMAS, TOOLS
 from repairrl.grading.infrastructure import test_infrastructure_edits
 from repairrl.grading.rewards import compose_rewards
-from repairrl.models.backends import INPROCESS, ChatBackend, ModelTurn, SamplingParams, TokenTrace
+from repairrl.models.backends import (
+    INPROCESS,
+    ChatBackend,
+    EndpointUnavailableError,
+    ModelTurn,
+    SamplingParams,
+    TokenTrace,
+)
 from repairrl.records import append_jsonl, validate_record
 from repairrl.repos import anonymous_worktree_path
 from repairrl.sandbox.base import Sandbox, SandboxLimits
@@ -272,6 +279,8 @@ class AgentRollout:
                 workdir = self.prepare_worktree(task, dest)
                 with self.open_sandbox(workdir, task) as sandbox:
                     record = run_episode(task, backend, sandbox, workdir, self.config.agent, sample=index, seed=seed)
+        except EndpointUnavailableError:
+            raise  # the generation server is gone: a step of zero rewards would train on nothing but the outage
         except Exception as error:  # noqa: BLE001 - one episode's failure is recorded with it; the step goes on
             detail = "".join(traceback.format_exception_only(type(error), error)).strip()
             record = failed_record(task, index, backend.model_name, detail, seed=seed)
@@ -304,7 +313,8 @@ class AgentRollout:
                 messages = self.single_turn.prompt(task).messages
             except Exception:  # noqa: BLE001 - the prompt is what failed; any prompt will do for a masked row
                 messages = [{"role": "user", "content": task.instance_id}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        tools = TOOL_SCHEMAS if self.single_turn is None else None  # as the episodes' prompts render them
+        text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # TRL's extension point --------------------------------------------------------------------------------------

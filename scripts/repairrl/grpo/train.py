@@ -5,9 +5,14 @@
         --tasks-per-step 2 --max-steps 4 [--lora | --full] [--rewards 'similarity=0.2,resolved=1.0'] \
         [--generation inprocess | vllm --vllm-server-url http://host:8000] [--resume]
 
-    # full runs: a vLLM server on one GPU, the trainer on two (DeepSpeed ZeRO-3, config/accelerate/zero3.yaml)
-    trl vllm-serve --model <merged SFT model> &     # or `vllm serve` with weight transfer enabled
-    accelerate launch --config_file config/accelerate/zero3.yaml -m repairrl.grpo.train ... --generation vllm
+    # full runs: a vLLM server on one GPU, the trainer on two (DeepSpeed ZeRO-2, config/accelerate/zero2.yaml),
+    # started together on free ports of 127.0.0.1 by repairrl.grpo.server (the grpo rule does this)
+    python -m repairrl.grpo.server --model <SFT model> --log vllm.log -- \
+        accelerate launch --config_file config/accelerate/zero2.yaml -m repairrl.grpo.train ...
+
+Batches: one optimizer step is `--tasks-per-step` tasks x `--num-generations` episodes over all processes (TRL's
+generation batch), trained `--per-device-train-batch-size` episodes (default 1) per forward and accumulated:
+gradient_accumulation_steps = steps_per_generation = tasks x generations / (micro-batch x processes).
 
 Every GRPOConfig field is a flag too (`--learning-rate`, `--beta`, `--temperature`, `--max-completion-length`,
 `--save-steps`, ...), and `--config file.yaml` reads them from a file (TrlParser).
@@ -107,13 +112,16 @@ class RepairGRPOConfig(GRPOConfig):
                             "runs) or vllm (a `trl vllm-serve` / `vllm serve` server)",
                             "choices": ("inprocess", "vllm")})
     vllm_server_url: str | None = field(default=None, metadata={"help": "e.g. http://gpu-node:8000"})
-    tasks_per_step: int = field(default=2, metadata={"help": "tasks per optimizer step (each num_generations "
-                                "times); sets per_device_train_batch_size"})
+    tasks_per_step: int = field(default=2, metadata={"help": "tasks per optimizer step, over all processes (each "
+                                "num_generations times): the generation batch; micro-batches of "
+                                "--per-device-train-batch-size are accumulated over it"})
     max_logprob_gap: float = field(default=0.2, metadata={"help": "vLLM: largest mean |logprob gap| per token "
                                    "between server and trainer before PolicySyncError"})
     logprob_gap_every: int = field(default=1, metadata={"help": "in-process: measure the gap every N steps "
                                    "(an extra forward pass); 0 never"})
     num_generations: int | None = field(default=2, metadata={"help": "episodes per task and step"})
+    per_device_train_batch_size: int = field(default=1, metadata={"help": "episodes per forward pass on each "
+                                             "process (the micro-batch); gradients are accumulated to the step"})
     max_completion_length: int | None = field(default=2048, metadata={"help": "tokens after the prompt, "
                                               "tool results included; longer episodes are cut"})
     learning_rate: float = field(default=1e-5, metadata={"help": "raise to ~1e-4 for LoRA on small models"})
@@ -134,7 +142,7 @@ class RepairGRPOConfig(GRPOConfig):
             self.loss_type, self.importance_sampling_level, self.scale_rewards = "dr_grpo", "token", "none"
         else:
             self.loss_type, self.importance_sampling_level = "grpo", "token"
-        self.per_device_train_batch_size = self.num_generations * self.tasks_per_step
+        self._set_batch_arithmetic()
         if self.generation == "vllm":
             if not self.vllm_server_url:
                 raise GRPOSetupError("--generation vllm needs --vllm-server-url (the server `trl vllm-serve` "
@@ -157,6 +165,32 @@ class RepairGRPOConfig(GRPOConfig):
         super().__post_init__()
 
 
+    def _set_batch_arithmetic(self) -> None:
+        """One optimizer step = one generation batch of tasks_per_step x num_generations episodes, over all
+        processes, trained in micro-batches of per_device_train_batch_size (default 1: a 32k-token agent episode of
+        a 14B model is all one GPU's activations hold) and accumulated to the step.
+
+        TRL runs the loss forward, and the old-logprob forward, over one micro-batch at a time; with the whole
+        group per device at once, the first step of the 14B study would need hundreds of GB per GPU.
+        """
+        world_size = launched_processes()  # TRL splits the generation batch over them
+        generation = self.num_generations * self.tasks_per_step
+        micro = self.per_device_train_batch_size * world_size
+        if generation % micro != 0:
+            raise GRPOSetupError(
+                f"a step's {generation} episodes (tasks_per_step {self.tasks_per_step} x num_generations "
+                f"{self.num_generations}) are not divisible by per_device_train_batch_size "
+                f"{self.per_device_train_batch_size} x {world_size} processes; change one of them")
+        self.generation_batch_size, self.steps_per_generation = generation, None
+        self.gradient_accumulation_steps = generation // micro
+
+
+def launched_processes() -> int:
+    """The number of training processes, as `accelerate launch`/torchrun tell each one (before the config's
+    distributed state exists)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def parse_rewards(spec: str) -> dict[str, float]:
     weights = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
@@ -177,14 +211,26 @@ class AgentGRPOTrainer(GRPOTrainer):
     """GRPOTrainer whose rollouts are agent episodes; adds the rollout's metrics and the logprob gap to its logs."""
 
     def __init__(self, *args: Any, rollout: AgentRollout, **kwargs: Any):
-        super().__init__(*args, rollout_func=rollout, **kwargs)
+        super().__init__(*args, rollout_func=self._rollout_after_weight_sync, **kwargs)
         self.rollout = rollout
+
+    def _rollout_after_weight_sync(self, prompts: list, trainer: Any) -> dict[str, list]:
+        # TRL's main process pushes the new weights to the server just before this call while the other ranks only
+        # take part in the gathers; without the barrier they would start sampling from the old weights.
+        if self.use_vllm:
+            self.accelerator.wait_for_everyone()
+        return self.rollout(prompts, trainer)
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         with self.rollout._lock:
             stats, self.rollout.step_stats = self.rollout.step_stats, []
+        if self.accelerator.num_processes > 1:  # every rank ran its share of the step's episodes: all of them count
+            from accelerate.utils import gather_object
+
+            gathered = gather_object(stats)  # a collective: every rank calls it, with or without stats
+            stats = [combine_step_stats(gathered)] if gathered else []
         for summary in stats:
             for key, value in summary.items():
                 self._metrics[mode][f"agent/{key}"].append(float(value))
@@ -225,6 +271,28 @@ class AgentGRPOTrainer(GRPOTrainer):
                 "processed logprobs (vLLM --logprobs-mode processed_logprobs).")
 
 
+# Step metrics that are counts (summed over the ranks) or wall times of parallel work (the slowest rank's).
+_SUMMED = ("episodes", "grading_errors", "test_timeouts", "test_infra_edits", "episodes_per_hour")
+_SLOWEST = ("rollout_s", "reward_s", "generation_s", "tools_s")
+
+
+def combine_step_stats(summaries: list[dict]) -> dict:
+    """One step's agent metrics from every rank's summary (repairrl.grpo.rollout.summarize_episodes): counts
+    summed, wall times the slowest rank's, per-episode means and rates weighted by each rank's episodes."""
+    summaries = [s for s in summaries if s]
+    total = sum(s.get("episodes", 0) for s in summaries) or 1
+    combined: dict = {}
+    for key in dict.fromkeys(k for s in summaries for k in s):
+        values = [(s.get(key, 0.0), s.get("episodes", 0)) for s in summaries]
+        if key in _SUMMED:
+            combined[key] = sum(v for v, _ in values)
+        elif key in _SLOWEST:
+            combined[key] = max(v for v, _ in values)
+        else:
+            combined[key] = sum(v * n for v, n in values) / total
+    return combined
+
+
 class MetricsCSVCallback(TrainerCallback):
     """One CSV row per logged step: TRL's metrics, the agent's, and the step's wall-time split."""
 
@@ -245,6 +313,8 @@ class MetricsCSVCallback(TrainerCallback):
             self._step_seconds.append(time.monotonic() - self._step_started)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # one writer; the agent metrics are already reduced over the ranks
+            return
         if not logs or "loss" not in logs:  # the final summary line has train_loss etc., not a step
             return
         step_s = sum(self._step_seconds) / max(len(self._step_seconds), 1)
@@ -293,16 +363,19 @@ def task_dataset(tasks: list) -> Any:
 
 
 def openai_backend_factory(config: RepairGRPOConfig, rollout_config: RolloutConfig):
-    """Generation on the vLLM server TRL syncs the weights to, through its OpenAI-compatible endpoint."""
+    """Generation on the vLLM server TRL syncs the weights to, token ids in and out (`/v1/completions`).
+
+    The prompt is rendered here with the policy's tokenizer, tools block included, and tool results are appended
+    as tokens, exactly as in-process: the trace is the ids the server sampled, never a re-rendering of them.
+    """
     from repairrl.grpo.rollout import as_context
-    from repairrl.models.backends import OpenAIBackend, SamplingParams
+    from repairrl.models.backends import SamplingParams, TokenEndpointBackend
 
     def factory(trainer: Any):
         sampling = SamplingParams(temperature=config.temperature, top_p=config.top_p,
                                   max_new_tokens=rollout_config.max_new_tokens_per_turn)
-        # Hermes-style calls in the text, as in-process: the trace must be exactly what the model generated.
-        return as_context(OpenAIBackend(config.vllm_server_url.rstrip("/") + "/v1", sampling=sampling,
-                                        native_tools=False))
+        return as_context(TokenEndpointBackend(config.vllm_server_url.rstrip("/") + "/v1", trainer.processing_class,
+                                               sampling=sampling, eos_ids=list(trainer.eos_token_ids)))
 
     return factory
 
@@ -356,12 +429,15 @@ def truncate_journal(path: Path, after_step: int) -> None:
 
 
 def train_grpo(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
+    from repairrl.grading.rewards import check_rewards_computable
     from repairrl.sft.train import export_merged_model
     from repairrl.singleturn.episode import read_task_table
 
     out_dir = Path(args.out)
     lora = args.lora and not args.full
     tasks = read_task_table(args.tasks, args.task)
+    # Before the model loads: a reward the grader cannot compute would train on zeros.
+    check_rewards_computable(parse_rewards(args.rewards), args.task, tasks, args.sandbox)
     resume_from = last_checkpoint(Path(config.output_dir)) if args.resume else None
     if args.resume and resume_from is None:
         print(f"--resume: no checkpoint under {config.output_dir} yet, starting from step 0", file=sys.stderr)
@@ -384,8 +460,8 @@ def train_grpo(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
         "train_seconds": round(seconds, 2), "tasks": len(tasks), "num_generations": config.num_generations,
         "rewards": rollout_config.rewards, "task": args.task,
     }
+    trainer.save_model(str(out_dir / FINAL))  # on every rank: the Trainer writes once, and gathers where sharded
     if trainer.accelerator.is_main_process:
-        trainer.save_model(str(out_dir / FINAL))
         export_merged_model(trainer, tokenizer, tokenizer.chat_template, out_dir, args.model)
         with atomic_write(out_dir / "train_summary.json") as handle:
             json.dump(summary, handle, indent=2)
@@ -408,8 +484,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[GRPOScriptArguments, Repa
 
 
 def main(argv: list[str] | None = None) -> int:
+    from repairrl.grading.rewards import RewardNotComputableError
+
     args, config = parse_args(argv)
-    summary = train_grpo(args, config)
+    try:
+        summary = train_grpo(args, config)
+    except RewardNotComputableError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(json.dumps(summary))
     return 0
 

@@ -3,17 +3,21 @@
 A backend opens one `ChatSession` per episode. `session.generate(messages)` gets the whole conversation so far and
 returns the next assistant turn; the session keeps the episode's token trace (token ids, loss mask, logprobs).
 
-Token-in, token-out: the in-process session never re-renders the conversation from text. It appends the rendered
-prompt once, then exactly the ids the model sampled, then only the rendered new tool-result turns. Re-rendering
-would silently change the tokens trained on (templates that drop earlier `<think>` blocks, text that
-re-tokenizes differently), so the ids GRPO trains on are the ids the model produced.
+Token-in, token-out: the in-process session and the token-endpoint session (vLLM's `/v1/completions` with token-id
+prompts) never re-render the conversation from text. They append the rendered prompt once, then exactly the ids
+the model sampled, then only the rendered new tool-result turns (`ConversationTokens`). Re-rendering would silently
+change the tokens trained on (templates that drop earlier `<think>` blocks, text that re-tokenizes differently), so
+the ids GRPO trains on are the ids the model produced. The chat-endpoint session (`OpenAIBackend`) can only check
+the server's re-rendering and falls back to a text-only trace when it differs: fine for evaluation, not for GRPO.
+
+A server that cannot be reached raises `EndpointUnavailableError`: an infrastructure failure, not an episode's.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,7 +26,15 @@ INPROCESS, ENDPOINT, TEXT_ONLY = "inprocess", "endpoint", "text_only"
 
 
 class ModelError(RuntimeError):
-    """The model backend failed (endpoint unreachable after retries, generation crashed); the episode ends."""
+    """The model backend failed (the request was refused, generation crashed); the episode ends."""
+
+
+class EndpointUnavailableError(ModelError):
+    """The model server cannot be reached or keeps failing (connection refused, it died, 5xx after retries).
+
+    Not the episode's fault: the stage stops without recording the episode, so that a rerun (SLURM's retry of the
+    job) runs it again against a working server instead of counting it as unresolved.
+    """
 
 
 @dataclass(frozen=True)
@@ -133,19 +145,22 @@ class OpenAIBackend:
         self.sampling = sampling
         self.native_tools = native_tools
         self.request_token_ids = request_token_ids
-        self.model_name = model_name or self._served_model()
-
-    def _served_model(self) -> str:
-        try:
-            return self.client.models.list().data[0].id
-        except Exception as error:
-            raise ModelError(f"could not list the endpoint's models ({error}); pass the model name explicitly") from error
+        self.model_name = model_name or served_model(self.client)
 
     def start_session(self, tools: list[dict] | None = None, seed: int | None = None) -> _OpenAISession:
         return _OpenAISession(self, tools if self.native_tools else None, seed)
 
     def close(self) -> None:
         pass
+
+
+def served_model(client: Any) -> str:
+    """The first model an OpenAI-compatible endpoint lists."""
+    try:
+        return client.models.list().data[0].id
+    except Exception as error:
+        raise EndpointUnavailableError(f"could not list the endpoint's models ({error}); is the server up? Or pass "
+                                       "the model name explicitly") from error
 
 
 def _extra(obj: Any, name: str) -> Any:
@@ -182,7 +197,7 @@ class _OpenAISession:
         try:
             response = self.backend.client.chat.completions.create(**request)
         except openai.OpenAIError as error:
-            raise ModelError(f"{type(error).__name__}: {error}") from error
+            raise endpoint_error(error) from error
         choice = response.choices[0]
         message = choice.message
         tool_calls = [call.model_dump() for call in message.tool_calls] if message.tool_calls else None
@@ -207,6 +222,192 @@ class _OpenAISession:
             return
         trace.extend(prompt_ids[len(trace.token_ids):], 0)
         trace.extend(completion_ids, 1, logprobs)
+
+    def close(self) -> None:
+        pass  # the client's connections belong to the backend and outlive the episode
+
+
+def endpoint_error(error: Exception) -> ModelError:
+    """An OpenAI client error as a ModelError; the server's absence or collapse as EndpointUnavailableError."""
+    import openai
+
+    message = f"{type(error).__name__}: {error}"
+    # The client has already retried these with backoff (connection errors, timeouts, 5xx).
+    if isinstance(error, openai.APIConnectionError) or (
+            isinstance(error, openai.APIStatusError) and error.status_code >= 500):
+        return EndpointUnavailableError(message)
+    return ModelError(message)
+
+
+# --- token-in/token-out rendering, shared by the in-process and the token-endpoint backends ----------------------
+
+
+class ConversationTokens:
+    """One chat template's tokens for an episode: the first prompt rendered once, later only the new turns.
+
+    New turns are rendered as the text a neutral [system, user] conversation gains when they are appended, so the
+    real history, with whatever the template would do to it, is never rendered again. `tools` are rendered the way
+    the template renders them (Qwen3: a <tools> block in the system turn), as a chat endpoint does when a request
+    carries them: training and evaluation prompts are then the same.
+    """
+
+    def __init__(self, tokenizer: Any, eos_ids: set[int], tools: list[dict] | None = None):
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.tools = tools or None
+        # Rust tokenizers are not safe to share between threads; every tokenizer call goes through this lock.
+        self.lock = threading.Lock()
+        self._eos_text, self._after_eos, self._base_text = self._template_landmarks()
+
+    def render(self, messages: list[dict], generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(messages, tools=self.tools, tokenize=False,
+                                                  add_generation_prompt=generation_prompt)
+
+    def _template_landmarks(self) -> tuple[str, str, str]:
+        """The end-of-turn text, what the template writes after it, and a neutral conversation to extend."""
+        base = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+        eos_text = self.tokenizer.decode([min(self.eos_ids)])
+        closed = self.render([*base, {"role": "assistant", "content": "a"}], generation_prompt=False)
+        at = closed.rfind(eos_text)
+        after_eos = closed[at + len(eos_text):] if at >= 0 else ""
+        return eos_text, after_eos, self.render(base, generation_prompt=False)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        with self.lock:
+            return self.encode(self.render(messages, generation_prompt=True))
+
+    def continuation_ids(self, new_messages: list[dict], ended_with_eos: bool) -> list[int]:
+        with self.lock:
+            extended = self.render([{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                                    *new_messages], generation_prompt=True)
+            if not extended.startswith(self._base_text):
+                raise ModelError("the chat template does not render a conversation by appending turns, so new "
+                                 "turns cannot be tokenized on their own; use a template that does")
+            closing = "" if ended_with_eos else self._eos_text  # a turn cut at max_new_tokens is closed here
+            return self.encode(closing + self._after_eos + extended[len(self._base_text):])
+
+    def decode(self, ids: list[int]) -> str:
+        with self.lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+# (prompt ids, most new tokens, seed) -> (sampled ids, their logprobs, "stop" or "length")
+SampleTokens = Callable[[list[int], int, "int | None"], tuple[list[int], list[float], str]]
+
+
+class _TokenSession:
+    """An episode whose trace is built from ids, never from re-rendered text.
+
+    The rendered prompt once, then exactly the ids the model sampled, then only the rendered new tool-result
+    turns: a history that would re-tokenize differently (a `<think>` block a template drops, text that splits
+    into other tokens) cannot change what was trained on.
+    """
+
+    def __init__(self, renderer: ConversationTokens, sample: SampleTokens, max_new_tokens: int, source: str,
+                 seed: int | None = None, on_close: Callable[[], None] | None = None):
+        self.renderer = renderer
+        self.sample = sample
+        self.max_new_tokens = max_new_tokens
+        self.seed = seed
+        self.trace = TokenTrace(source=source)
+        self._messages_seen = 0  # messages already in the trace, counting the assistant turns it generated
+        self._on_close = on_close
+        self._closed = False
+
+    def generate(self, messages: list[dict], max_new_tokens: int | None = None) -> ModelTurn:
+        renderer = self.renderer
+        if not self.trace.token_ids:
+            self.trace.extend(renderer.prompt_ids(messages), 0)
+        else:
+            if messages[self._messages_seen - 1].get("role") != "assistant":
+                raise ModelError("the conversation must go on from the assistant turn this session generated")
+            ended = self.trace.token_ids[-1] in renderer.eos_ids
+            self.trace.extend(renderer.continuation_ids(messages[self._messages_seen:], ended), 0)
+        limit = min(max_new_tokens or self.max_new_tokens, self.max_new_tokens)
+        ids, logprobs, finish_reason = self.sample(self.trace.token_ids, limit, self.seed)
+        self.trace.extend(ids, 1, logprobs)
+        self._messages_seen = len(messages) + 1  # the caller appends the turn returned here
+        return ModelTurn(renderer.decode(ids), None, finish_reason, len(self.trace.token_ids), len(ids))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._on_close is not None:
+                self._on_close()
+
+
+def _renderer_for(cache: dict, lock: threading.Lock, tokenizer: Any, eos_ids: set[int],
+                  tools: list[dict] | None) -> ConversationTokens:
+    import json
+
+    key = json.dumps(tools, sort_keys=True)
+    with lock:
+        if key not in cache:
+            cache[key] = ConversationTokens(tokenizer, eos_ids, tools)
+        return cache[key]
+
+
+# --- vLLM's completions endpoint with token-id prompts --------------------------------------------------------
+
+
+class TokenEndpointBackend:
+    """Token ids in and out through vLLM's OpenAI-compatible `/v1/completions` (`vllm serve`, `trl vllm-serve`).
+
+    The prompt is sent as token ids and the sampled ids come back (`return_token_ids`, vLLM >= 0.10.2) with their
+    logprobs, so the trace is stitched exactly as the in-process backend stitches it: GRPO trains on the ids the
+    server sampled, whatever their text would re-tokenize to. Tool calls are read from the text (hermes tags).
+    """
+
+    def __init__(self, base_url: str, tokenizer: Any, sampling: SamplingParams = SamplingParams(),
+                 model_name: str | None = None, eos_ids: Sequence[int] | None = None, api_key: str = "EMPTY",
+                 max_retries: int = 6, timeout_s: float = 600.0, client: Any = None):
+        if client is None:
+            import openai
+
+            client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout_s)
+        self.client = client
+        self.tokenizer = tokenizer
+        self.sampling = sampling
+        eos = list(eos_ids) if eos_ids else [tokenizer.eos_token_id]
+        self.eos_ids = set(eos)
+        self._renderers: dict[str, ConversationTokens] = {}
+        self._renderers_lock = threading.Lock()
+        self.model_name = model_name or served_model(self.client)
+
+    def start_session(self, tools: list[dict] | None = None, seed: int | None = None) -> _TokenSession:
+        renderer = _renderer_for(self._renderers, self._renderers_lock, self.tokenizer, self.eos_ids, tools)
+        return _TokenSession(renderer, self._complete, self.sampling.max_new_tokens, ENDPOINT,
+                             seed=seed if seed is not None else self.sampling.seed)
+
+    def _complete(self, prompt_ids: list[int], max_new_tokens: int, seed: int | None
+                  ) -> tuple[list[int], list[float], str]:
+        import openai
+
+        sampling = self.sampling
+        request: dict[str, Any] = {
+            "model": self.model_name, "prompt": list(prompt_ids), "max_tokens": max_new_tokens,
+            "temperature": sampling.temperature, "top_p": sampling.top_p, "logprobs": 1,
+            "extra_body": {"return_token_ids": True},
+        }
+        if seed is not None:
+            request["seed"] = seed
+        try:
+            response = self.client.completions.create(**request)
+        except openai.OpenAIError as error:
+            raise endpoint_error(error) from error
+        choice = response.choices[0]
+        ids = _extra(choice, "token_ids")
+        logprobs = getattr(getattr(choice, "logprobs", None), "token_logprobs", None)
+        if ids is None or logprobs is None or len(logprobs) != len(ids):
+            raise ModelError("the server returned no token ids with logprobs for a token-id prompt; token-in/"
+                             "token-out needs vLLM >= 0.10.2 (`return_token_ids`) and `logprobs`")
+        return list(ids), [float(lp) for lp in logprobs], "length" if choice.finish_reason == "length" else "stop"
+
+    def close(self) -> None:
+        pass
 
 
 # --- in-process transformers, batched across episodes -----------------------------------------------------------
@@ -250,13 +451,13 @@ class InProcessBackend:
             else tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
-        # Rust tokenizers are not safe to share between threads; every tokenizer call goes through this lock.
-        self._tokenizer_lock = threading.Lock()
+        self._renderers: dict[str, ConversationTokens] = {}
+        self._renderers_lock = threading.Lock()
+        self._plain = self._renderer(None)
         self._cond = threading.Condition()
         self._pending: list[_Request] = []
         self._open_sessions = 0
         self._closed = False
-        self._eos_text, self._after_eos, self._base_text = self._template_landmarks()
         self._batcher = threading.Thread(target=self._batch_loop, name="generate-batcher", daemon=True)
         self._batcher.start()
 
@@ -269,52 +470,24 @@ class InProcessBackend:
         model.eval()
         return cls(model, tokenizer, sampling, model_name=kwargs.pop("model_name", str(manifest_or_dir)), **kwargs)
 
-    # Rendering -------------------------------------------------------------------------------------------------
-
-    def _render(self, messages: list[dict], generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
-    def _template_landmarks(self) -> tuple[str, str, str]:
-        """The end-of-turn text, what the template writes after it, and a neutral conversation to extend.
-
-        New turns are rendered as the text a neutral [system, user] conversation gains when they are appended,
-        so the real history, with whatever the template would do to it, is never rendered again.
-        """
-        base = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
-        eos_text = self.tokenizer.decode([min(self.eos_ids)])
-        closed = self._render([*base, {"role": "assistant", "content": "a"}], generation_prompt=False)
-        at = closed.rfind(eos_text)
-        after_eos = closed[at + len(eos_text):] if at >= 0 else ""
-        return eos_text, after_eos, self._render(base, generation_prompt=False)
+    def _renderer(self, tools: list[dict] | None) -> ConversationTokens:
+        return _renderer_for(self._renderers, self._renderers_lock, self.tokenizer, self.eos_ids, tools)
 
     def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _prompt_ids(self, messages: list[dict]) -> list[int]:
-        with self._tokenizer_lock:
-            return self._encode(self._render(messages, generation_prompt=True))
-
-    def _continuation_ids(self, new_messages: list[dict], ended_with_eos: bool) -> list[int]:
-        with self._tokenizer_lock:
-            extended = self._render([{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
-                                     *new_messages], generation_prompt=True)
-            if not extended.startswith(self._base_text):
-                raise ModelError("the chat template does not render a conversation by appending turns, so new "
-                                 "turns cannot be tokenized on their own; use a template that does")
-            closing = "" if ended_with_eos else self._eos_text  # a turn cut at max_new_tokens is closed here
-            return self._encode(closing + self._after_eos + extended[len(self._base_text):])
-
-    def _decode(self, ids: list[int]) -> str:
-        with self._tokenizer_lock:
-            return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return self._plain.encode(text)
 
     # Sessions and batching -------------------------------------------------------------------------------------
 
-    def start_session(self, tools: list[dict] | None = None, seed: int | None = None) -> _InProcessSession:
-        # `tools` are described in the system prompt; templates without tool support would drop them anyway.
+    def start_session(self, tools: list[dict] | None = None, seed: int | None = None) -> _TokenSession:
         with self._cond:
             self._open_sessions += 1
-        return _InProcessSession(self)
+        return _TokenSession(self._renderer(tools), self._sample, self.sampling.max_new_tokens, INPROCESS,
+                             on_close=self._end_session)
+
+    def _sample(self, prompt_ids: list[int], max_new_tokens: int, seed: int | None
+                ) -> tuple[list[int], list[float], str]:
+        request = self._submit(prompt_ids, max_new_tokens)
+        return request.ids, request.logprobs, request.finish_reason
 
     def _end_session(self) -> None:
         with self._cond:
@@ -397,35 +570,6 @@ class InProcessBackend:
             self._closed = True
             self._cond.notify_all()
         self._batcher.join(timeout=60)
-
-
-class _InProcessSession:
-    def __init__(self, backend: InProcessBackend):
-        self.backend = backend
-        self.trace = TokenTrace(source=INPROCESS)
-        self._messages_seen = 0  # messages already in the trace, counting the assistant turns it generated
-        self._closed = False
-
-    def generate(self, messages: list[dict], max_new_tokens: int | None = None) -> ModelTurn:
-        backend = self.backend
-        if not self.trace.token_ids:
-            self.trace.extend(backend._prompt_ids(messages), 0)
-        else:
-            if messages[self._messages_seen - 1].get("role") != "assistant":
-                raise ModelError("the conversation must go on from the assistant turn this session generated")
-            ended = self.trace.token_ids[-1] in backend.eos_ids
-            self.trace.extend(backend._continuation_ids(messages[self._messages_seen:], ended), 0)
-        limit = min(max_new_tokens or backend.sampling.max_new_tokens, backend.sampling.max_new_tokens)
-        request = backend._submit(self.trace.token_ids, limit)
-        self.trace.extend(request.ids, 1, request.logprobs)
-        self._messages_seen = len(messages) + 1  # the caller appends the turn returned here
-        content = backend._decode(request.ids)
-        return ModelTurn(content, None, request.finish_reason, len(self.trace.token_ids), len(request.ids))
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self.backend._end_session()
 
 
 def make_backend(kind: str, model: str, sampling: SamplingParams = SamplingParams(), **kwargs: Any) -> ChatBackend:

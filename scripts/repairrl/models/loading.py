@@ -90,11 +90,35 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> dict:
     }
 
 
-def prepare_model(name: str, spec: str, out_dir: Path) -> dict:
+# Formats no stage loads: a hub repository's other copies of the weights are not downloaded.
+HUB_IGNORE = ["original/*", "*.pth", "*.gguf", "*.onnx", "*.msgpack", "*.h5", "*.ot", "*.tflite"]
+
+
+def download_hub_model(repo_id: str, revision: str | None = None) -> tuple[str, str]:
+    """Download `repo_id` at `revision` (default: the main branch) into the HF cache ($HF_HOME, the config's
+    paths.hf_home) once; the local snapshot directory and the commit it holds.
+
+    Later stages load that directory, so the ~30 GPU jobs of a study never touch the hub (compute nodes often
+    cannot), and they all train and evaluate the same pinned weights. With HF_HUB_OFFLINE=1 an already-downloaded
+    snapshot is used as it is.
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(repo_id, revision=revision, ignore_patterns=HUB_IGNORE)
+    except Exception as error:
+        raise ModelSourceError(
+            f"could not download {repo_id} (revision {revision or 'main'}): {type(error).__name__}: {error}. Run "
+            "prepare_model where the hub can be reached (a login node), with HF_HOME on a shared file system"
+        ) from error
+    return str(Path(path).resolve()), Path(path).name
+
+
+def prepare_model(name: str, spec: str, out_dir: Path, revision: str | None = None) -> dict:
     """Make model `name` loadable by every later stage and write its manifest `out_dir/model.json`.
 
-    GGUF sources are converted once into `out_dir/hf`; hub ids and local checkpoints are only recorded, since
-    copying a 14B checkpoint out of the HF cache would waste disk for nothing.
+    GGUF sources are converted once into `out_dir/hf`; hub ids are downloaded once, at the pinned `revision`, into
+    the HF cache ($HF_HOME) and the manifest points at that snapshot; local checkpoints are only recorded.
     """
     source = ModelSource(spec)
     manifest: dict = {"name": name, "spec": spec, "kind": source.kind}
@@ -107,7 +131,7 @@ def prepare_model(name: str, spec: str, out_dir: Path) -> dict:
     elif source.kind == "local":
         manifest["path"] = str(Path(spec).resolve())
     else:
-        manifest["path"] = spec  # a hub id, resolved through HF_HOME by transformers/vLLM at load time
+        manifest["path"], manifest["revision"] = download_hub_model(spec, revision)
     with atomic_write(out_dir / "model.json") as handle:
         json.dump(manifest, handle, indent=2)
     return manifest
@@ -143,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="model name used in result paths")
     parser.add_argument("--source", required=True, help="'embedded', 'gguf:<file>', a local directory or a hub id")
     parser.add_argument("--out", required=True, type=Path, help="output directory (results/models/<name>)")
+    parser.add_argument("--revision", help="hub ids: the branch, tag or commit to download (default: main)")
     args = parser.parse_args(argv)
-    manifest = prepare_model(args.name, args.source, args.out)
+    manifest = prepare_model(args.name, args.source, args.out, args.revision)
     print(json.dumps(manifest, indent=2))
     return 0
 

@@ -279,12 +279,17 @@ def build_sft_dataset(
     tasks_path: Path | None = None,
     expert_demos_path: Path | None = None,
     task_kind: str = "repo_repair",
+    grader: str = "bwrap",
 ) -> dict:
     gold_patches, repos, items = {}, {}, {}
     if tasks_path is not None:
+        from repairrl.grading.rewards import check_rewards_computable
         from repairrl.singleturn.episode import read_task_table
 
-        for task in read_task_table(tasks_path, task_kind):
+        tasks = read_task_table(tasks_path, task_kind)
+        if criterion == "resolved":  # the rollouts' recorded `resolved` is 0 wherever the grader could not run
+            check_rewards_computable({"resolved": 1.0}, task_kind, tasks, grader)
+        for task in tasks:
             items[task.instance_id] = task
             repos[task.instance_id] = task.repo
             if task_kind != "detection":
@@ -302,6 +307,8 @@ def build_sft_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from repairrl.grading.rewards import RewardNotComputableError
+
     parser = argparse.ArgumentParser(
         description="Build the SFT chat dataset from agent rollouts: the best passing episode per task."
     )
@@ -316,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--expert-demos", type=Path, help="scripted demos (repairrl.sft.expert) for tasks left out"
     )
+    parser.add_argument("--grader", default="bwrap", help="sandbox the rollouts were graded in (criterion "
+                        "resolved: checks the grader could run the tasks' tests)")
     parser.add_argument("--out", required=True, type=Path, help="dataset directory (save_to_disk)")
     parser.add_argument("--stats", required=True, type=Path, help="statistics JSON to write")
     args = parser.parse_args(argv)
@@ -329,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
             args.tasks,
             args.expert_demos,
             args.task,
+            args.grader,
         )
-    except EmptySFTDatasetError as error:
+    except (EmptySFTDatasetError, RewardNotComputableError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     summary = {key: stats[key] for key in ("episodes", "kept", "kept_by_source", "best_reward_seen")}

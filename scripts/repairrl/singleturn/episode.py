@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from repairrl.agent.loop import trajectory_record
-from repairrl.models.backends import ChatBackend, ModelError
+from repairrl.models.backends import ChatBackend, EndpointUnavailableError, ModelError
 
 TASK_KINDS = ("repo_repair", "file_repair", "detection")
 SINGLE_TURN_KINDS = ("file_repair", "detection")
@@ -164,6 +164,8 @@ def run_single_turn(
     try:
         try:
             turn = session.generate(messages, max_new_tokens=max_new_tokens)
+        except EndpointUnavailableError:
+            raise  # the server is gone: not this episode's result (the caller reruns it)
         except ModelError as model_error:
             stop_reason, error = "model_error", str(model_error)
         else:
