@@ -4,11 +4,13 @@ always gets a record, and a torn journal line is skipped with a warning."""
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from repairrl.agent.run import journal_path, run_tasks
-from repairrl.models.backends import ScriptedBackend
+from repairrl.models.backends import OpenAIBackend, ScriptedBackend
 from repairrl.records import read_journal, read_jsonl
 
 from .test_agent import SubprocessSandbox, clone_worktree, hermes
@@ -22,11 +24,11 @@ PROBES = {
 }
 
 
-def run(task, tmp_path: Path, script: list, **config) -> tuple[dict, Path]:
+def run(task, tmp_path: Path, script: list, backend=None, **config) -> tuple[dict, Path]:
     from repairrl.agent.loop import AgentConfig
 
     out = tmp_path / "trajectories.jsonl"
-    summary = run_tasks([task], ScriptedBackend(script), out, clone_worktree,
+    summary = run_tasks([task], backend or ScriptedBackend(script), out, clone_worktree,
                         lambda workdir, t: SubprocessSandbox(workdir), config=AgentConfig(**config), progress=False,
                         work_root=tmp_path)
     assert summary["failed"] == 0
@@ -78,3 +80,39 @@ def test_a_journal_line_torn_inside_a_character_is_skipped_with_a_warning(buggy_
     with pytest.warns(RuntimeWarning):
         rerun, _ = run(task, tmp_path, ["done"])
     assert rerun["instance_id"] == task.instance_id
+
+
+class InvalidUtf8Endpoint(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint whose every reply carries bytes that are not UTF-8 inside its JSON."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        reply = {
+            "id": "c", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "I fixed it BYTES. Done."}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }  # fmt: skip
+        body = json.dumps(reply).encode().replace(b"BYTES", b"\xff\xfe")
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_invalid_utf8_in_the_endpoints_reply_keeps_the_episode_and_its_conversation(buggy_repo, tmp_path):
+    _, task = buggy_repo
+    server = ThreadingHTTPServer(("127.0.0.1", 0), InvalidUtf8Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = OpenAIBackend(f"http://127.0.0.1:{server.server_port}/v1", model_name="m", max_retries=0)
+        record, out = run(task, tmp_path, [], backend=backend)
+    finally:
+        server.shutdown()
+    assert record["status"] == "ok" and record["stop_reason"] == "no_tool_call"
+    assert record["messages"][-1]["content"] == "I fixed it \ufffd\ufffd. Done."
+    assert read_journal(journal_path(out))[0]["instance_id"] == task.instance_id

@@ -179,6 +179,9 @@ def test_file_level_training_data_keeps_single_file_gold_patches():
             "test_patch": "",
             "FAIL_TO_PASS": [],
             "PASS_TO_PASS": [],
+            # o/r has no swebench spec: the row says how it is graded (the new row shape).
+            "eval_script": "#!/bin/bash\npytest -rA\n",
+            "log_parser": "parse_log_pytest",
         }
         for i, patch in enumerate([GOLD, two_files])
     ]

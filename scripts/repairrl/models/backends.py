@@ -137,10 +137,8 @@ class OpenAIBackend:
                  api_key: str = "EMPTY", max_retries: int = 6, timeout_s: float = 600.0, native_tools: bool = True,
                  request_token_ids: bool = True, client: Any = None):
         if client is None:
-            import openai
-
             # The client retries connection errors, 408/409/429 and 5xx with exponential backoff and jitter.
-            client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout_s)
+            client = openai_client(base_url, api_key, max_retries, timeout_s)
         self.client = client
         self.sampling = sampling
         self.native_tools = native_tools
@@ -152,6 +150,39 @@ class OpenAIBackend:
 
     def close(self) -> None:
         pass
+
+
+def openai_client(base_url: str, api_key: str, max_retries: int, timeout_s: float) -> Any:
+    """An OpenAI client whose responses are always valid UTF-8.
+
+    A server that emits invalid UTF-8 (a model's broken byte-level tokens, a proxy cutting a character) would make
+    the client's JSON decoding raise a bare UnicodeDecodeError that ends the episode with its conversation lost;
+    replacing the bad bytes with U+FFFD keeps the reply, as the model said it, minus what was never text.
+    """
+    import openai
+
+    try:  # openai >= 3 ships its own fork of httpx
+        import httpx2 as httpx
+    except ImportError:
+        import httpx
+
+    class ReplacingInvalidUtf8(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = super().handle_request(request)
+            body = response.read()
+            try:
+                body.decode("utf-8")
+                return response
+            except UnicodeDecodeError:
+                headers = [(k, v) for k, v in response.headers.multi_items()
+                           if k.lower() not in ("content-length", "content-encoding", "transfer-encoding")]
+                return httpx.Response(response.status_code, headers=headers, request=request,
+                                      content=body.decode("utf-8", "replace").encode("utf-8"))
+
+    # openai's own client class keeps its defaults (connection limits, redirects); only the transport is ours.
+    http_client = openai.DefaultHttpxClient(transport=ReplacingInvalidUtf8())
+    return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout_s,
+                         http_client=http_client)
 
 
 def served_model(client: Any) -> str:
@@ -365,9 +396,7 @@ class TokenEndpointBackend:
                  model_name: str | None = None, eos_ids: Sequence[int] | None = None, api_key: str = "EMPTY",
                  max_retries: int = 6, timeout_s: float = 600.0, client: Any = None):
         if client is None:
-            import openai
-
-            client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=timeout_s)
+            client = openai_client(base_url, api_key, max_retries, timeout_s)
         self.client = client
         self.tokenizer = tokenizer
         self.sampling = sampling
