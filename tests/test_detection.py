@@ -168,7 +168,7 @@ def test_cwe_may_be_missing_empty_or_json_encoded():
 
 
 def test_duplicate_sample_ids_are_an_error_or_skipped_as_configured():
-    with pytest.raises(DatasetError, match="duplicate sample id 'openssl-1'"):
+    with pytest.raises(DatasetError, match="duplicate sample_id 'openssl-1'"):
         load_detection_samples(primevul_spec(), rows=[primevul_row(1), primevul_row(1)])
     samples, skipped = load_detection_samples(primevul_spec(on_bad_row="skip"), rows=[primevul_row(1), primevul_row(1)])
     assert len(samples) == 1

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
-from repairrl.data.loaders import DatasetError, DatasetSpec, read_rows
+from repairrl.data.loaders import BadRows, DatasetError, DatasetSpec, read_rows
 from repairrl.records import read_jsonl, validate_record, write_jsonl
 
 DETECTION_FORMATS = ("primevul", "detection-mini")
@@ -265,18 +265,10 @@ def load_detection_samples(spec: DatasetSpec, rows: Iterable[dict] | None = None
     if spec.format not in DETECTION_FORMATS:
         known = ", ".join(DETECTION_FORMATS)
         raise DatasetError(f"dataset '{spec.name}': unknown detection format '{spec.format}' ({known})")
-    if spec.on_bad_row not in ("error", "skip"):
-        raise DatasetError(f"dataset '{spec.name}': on_bad_row must be 'error' or 'skip'")
     wanted_ids = set(spec.instance_ids)
     samples: list[DetectionSample] = []
-    skipped: list[dict] = []
-    seen: set[str] = set()
-
-    def skip_bad_line(error) -> None:
-        skipped.append({"row": error.line, "instance_id": "?", "reason": str(error)})
-
-    on_error = skip_bad_line if spec.on_bad_row == "skip" else None
-    for index, row in enumerate(_rows_of(spec, on_error) if rows is None else rows):
+    bad_rows = BadRows(spec)
+    for index, row in enumerate(_rows_of(spec, bad_rows.line_handler()) if rows is None else rows):
         if spec.split_filter is not None and row.get("split") != spec.split_filter:
             continue
         if spec.repos and row.get("project") not in spec.repos:
@@ -288,23 +280,15 @@ def load_detection_samples(spec: DatasetSpec, rows: Iterable[dict] | None = None
             # The schema catches what the conversion lets through, e.g. a malformed commit id.
             DetectionSample.from_record(sample.to_record(), where=where)
         except (DatasetError, ValueError, KeyError, TypeError) as error:
-            if spec.on_bad_row == "error":
-                hint = "Fix the row, or set on_bad_row: skip for this dataset."
-                raise DatasetError(f"{error}. {hint}") from error
-            skipped.append({"row": index, "instance_id": row_id, "reason": str(error)})
+            bad_rows.reject(index, row_id, error)
             continue
         if spec.language_filter is not None and sample.language != spec.language_filter:
             continue
         if wanted_ids and sample.sample_id not in wanted_ids:
             continue
-        if sample.sample_id in seen:
-            if spec.on_bad_row == "error":
-                raise DatasetError(f"{where}: duplicate sample id {sample.sample_id!r} (an earlier row has it). "
-                                   "Fix the file, or set on_bad_row: skip for this dataset.")
-            skipped.append({"row": index, "instance_id": sample.sample_id, "reason": "duplicate sample_id"})
+        if bad_rows.is_repeat(index, where, sample.sample_id, "sample_id"):
             continue
-        seen.add(sample.sample_id)
         samples.append(sample)
         if spec.limit is not None and len(samples) >= spec.limit:
             break
-    return DetectionLoadResult(samples=assign_pair_ids(samples), skipped=skipped)
+    return DetectionLoadResult(samples=assign_pair_ids(samples), skipped=bad_rows.skipped)

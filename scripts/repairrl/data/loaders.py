@@ -196,23 +196,51 @@ def _row_filter_reason(row: dict, spec: DatasetSpec) -> str | None:
     return None
 
 
+class BadRows:
+    """A dataset's `on_bad_row` policy: a bad or repeated row is an error that names it (`error`), or a skipped row
+    recorded with its reason (`skip`). One per load; `skipped` is what the fetch rule writes to skipped.jsonl."""
+
+    HINT = "Fix the row, or set on_bad_row: skip for this dataset."
+
+    def __init__(self, spec: Any):
+        if spec.on_bad_row not in ("error", "skip"):
+            raise DatasetError(f"dataset '{spec.name}': on_bad_row must be 'error' or 'skip'")
+        self.skipping = spec.on_bad_row == "skip"
+        self.skipped: list[dict] = []
+        self.seen: set[str] = set()
+
+    def line_handler(self) -> Callable[[LocalFileError], None] | None:
+        """For the file reader: unreadable lines are skipped rows, or (None) the reader's own error."""
+        if not self.skipping:
+            return None
+        return lambda error: self.skipped.append({"row": error.line, "instance_id": "?", "reason": str(error)})
+
+    def reject(self, index: int, row_id: str, error: Exception) -> None:
+        if not self.skipping:
+            raise DatasetError(f"{error}. {self.HINT}") from error
+        self.skipped.append({"row": index, "instance_id": row_id, "reason": str(error)})
+
+    def is_repeat(self, index: int, where: str, row_id: str, id_name: str) -> bool:
+        """True (and recorded as skipped) for an id an earlier row had; an error under on_bad_row: error."""
+        if row_id not in self.seen:
+            self.seen.add(row_id)
+            return False
+        if not self.skipping:
+            raise DatasetError(f"{where}: duplicate {id_name} {row_id!r} (an earlier row has it). "
+                               "Fix the file, or set on_bad_row: skip for this dataset.")
+        self.skipped.append({"row": index, "instance_id": row_id, "reason": f"duplicate {id_name}"})
+        return True
+
+
 def load_tasks(spec: DatasetSpec, rows: Iterable[dict] | None = None) -> LoadResult:
     """Convert rows to tasks, applying the config's filters; bad rows raise or are skipped with a reason."""
     if spec.format not in ROW_CONVERTERS:
         raise DatasetError(f"dataset '{spec.name}': unknown format '{spec.format}' (one of {sorted(ROW_CONVERTERS)})")
-    if spec.on_bad_row not in ("error", "skip"):
-        raise DatasetError(f"dataset '{spec.name}': on_bad_row must be 'error' or 'skip'")
     convert = ROW_CONVERTERS[spec.format]
     wanted_ids = set(spec.instance_ids)
     tasks: list[Task] = []
-    skipped: list[dict] = []
-    seen: set[str] = set()
-
-    def skip_bad_line(error: LocalFileError) -> None:
-        skipped.append({"row": error.line, "instance_id": "?", "reason": str(error)})
-
-    on_error = skip_bad_line if spec.on_bad_row == "skip" else None
-    for index, row in enumerate(read_rows(spec, on_error) if rows is None else rows):
+    bad_rows = BadRows(spec)
+    for index, row in enumerate(read_rows(spec, bad_rows.line_handler()) if rows is None else rows):
         if _row_filter_reason(row, spec):
             continue
         row_id = row.get("instance_id") or row.get("repository") or "?"
@@ -221,22 +249,15 @@ def load_tasks(spec: DatasetSpec, rows: Iterable[dict] | None = None) -> LoadRes
             task = convert(row, spec, where)
             Task.from_record(task.to_record(), where=where)  # schema check: e.g. a malformed commit hash
         except (DatasetError, ValueError, KeyError, TypeError) as error:
-            if spec.on_bad_row == "error":
-                raise DatasetError(f"{error}. Fix the row, or set on_bad_row: skip for this dataset.") from error
-            skipped.append({"row": index, "instance_id": row_id, "reason": str(error)})
+            bad_rows.reject(index, row_id, error)
             continue
         if wanted_ids and task.instance_id not in wanted_ids:
             continue
         if spec.single_file_patch and len(task.gold_patch_files()) != 1:
             continue
-        if task.instance_id in seen:
-            if spec.on_bad_row == "error":
-                raise DatasetError(f"{where}: duplicate instance_id {task.instance_id!r} (an earlier row has it). "
-                                   "Fix the file, or set on_bad_row: skip for this dataset.")
-            skipped.append({"row": index, "instance_id": task.instance_id, "reason": "duplicate instance_id"})
+        if bad_rows.is_repeat(index, where, task.instance_id, "instance_id"):
             continue
-        seen.add(task.instance_id)
         tasks.append(task)
         if spec.limit is not None and len(tasks) >= spec.limit:
             break
-    return LoadResult(tasks=tasks, skipped=skipped)
+    return LoadResult(tasks=tasks, skipped=bad_rows.skipped)
