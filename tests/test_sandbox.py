@@ -267,6 +267,19 @@ def test_make_sandbox_names_the_backends_when_it_does_not_know_one(workdir):
         make_sandbox("docker", workdir)
 
 
+def test_a_task_without_an_image_runs_in_bwrap_under_a_container_backend(workdir):
+    from types import SimpleNamespace
+
+    from repairrl.sandbox import task_sandbox
+    from repairrl.sandbox.bwrap import BwrapSandbox
+    from repairrl.sandbox.container import ApptainerSandbox, DockerSandbox
+
+    assert isinstance(task_sandbox("docker", workdir, SimpleNamespace(image=None)), BwrapSandbox)
+    assert isinstance(task_sandbox("apptainer", workdir, SimpleNamespace(image="")), BwrapSandbox)
+    assert isinstance(task_sandbox("docker", workdir, SimpleNamespace(image="img:1")), DockerSandbox)
+    assert isinstance(task_sandbox("apptainer", workdir, SimpleNamespace(image="img:1")), ApptainerSandbox)
+
+
 def test_unsafe_local_sandbox_needs_the_explicit_opt_in(workdir):
     with pytest.raises(UnsafeSandboxError, match="unsafe=True"):
         make_sandbox("unsafe-local", workdir)
@@ -346,7 +359,7 @@ APPTAINER_TEST_IMAGE = os.environ.get("REPAIRRL_TEST_APPTAINER_IMAGE")
 )
 def test_docker_sandbox_runs_commands_for_real(workdir):
     with DockerSandbox(workdir, DOCKER_TEST_IMAGE, SandboxLimits(command_timeout_s=30)) as box:
-        assert box.run("pwd").output == "/repo\n"
+        assert box.run("pwd").output == "/testbed\n"
         assert box.run("echo hi > made.txt").exit_code == 0
         assert (workdir / "made.txt").read_text() == "hi\n"
         assert box.run("sleep 100", timeout_s=1).timed_out
@@ -359,7 +372,7 @@ def test_docker_sandbox_runs_commands_for_real(workdir):
 )
 def test_apptainer_sandbox_runs_commands_for_real(workdir):
     with ApptainerSandbox(workdir, APPTAINER_TEST_IMAGE, SandboxLimits(command_timeout_s=60)) as box:
-        assert box.run("pwd").output == "/repo\n"
+        assert box.run("pwd").output == "/testbed\n"
         assert box.run("echo hi > made.txt").exit_code == 0
         assert (workdir / "made.txt").read_text() == "hi\n"
         assert box.run("echo ok").output == "ok\n"

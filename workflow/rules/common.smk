@@ -35,6 +35,9 @@ PATHS = config.get("paths", {})
 # every stage's hub downloads in the same shared cache.
 if PATHS.get("hf_home"):
     os.environ["HF_HOME"] = os.path.abspath(PATHS["hf_home"])
+# Task images converted once to SIF files: every apptainer sandbox and grader looks there before `docker://`.
+if PATHS.get("sif_dir"):
+    os.environ["REPAIRRL_SIF_DIR"] = os.path.abspath(PATHS["sif_dir"])
 
 
 def task_datasets():

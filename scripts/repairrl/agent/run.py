@@ -146,7 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=4, help="episodes run at once")
     parser.add_argument("--cache-dir", type=Path, help="repository cache (python -m repairrl.repos)")
     parser.add_argument("--sandbox", default="bwrap", choices=("bwrap", "apptainer", "docker", "unsafe-local"),
-                        help="sandbox backend (repairrl.sandbox.make_sandbox); containers use each task's image")
+                        help="sandbox backend (repairrl.sandbox.task_sandbox): containers use each task's image, "
+                             "bwrap where a task has none")
     parser.add_argument("--unsafe", action="store_true", help="allow the unconfined unsafe-local backend")
     parser.add_argument("--work-root", type=Path, help="where working copies are made (default: $TMPDIR)")
     parser.add_argument("--keep-worktrees", action="store_true", help="keep working copies, for debugging")
@@ -180,12 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                               args.max_file_chars)
 
     from repairrl.repos import materialize_worktree
-    from repairrl.sandbox import make_sandbox
+    from repairrl.sandbox import task_sandbox
     limits = SandboxLimits(command_timeout_s=args.command_timeout, memory_mb=args.memory_mb, cpus=args.cpus,
                            max_workdir_mb=args.max_workdir_mb)
 
     def open_sandbox(workdir: Path, task: Task) -> Sandbox:
-        return make_sandbox(args.sandbox, workdir, limits=limits, image=task.image, unsafe=args.unsafe)
+        return task_sandbox(args.sandbox, workdir, task, limits=limits, unsafe=args.unsafe)
 
     if args.base_url or args.backend == "openai":
         endpoint = args.base_url or args.model

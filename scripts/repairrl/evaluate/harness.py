@@ -7,11 +7,13 @@ Every backend writes, under OUT:
     OUT/<model>.<run_id>.json               the run summary, with the keys of swebench's make_run_report
 
 Backends:
-    swebench   swebench's own harness (`python -m swebench.harness.run_evaluation`, Docker); its outputs are
-               located by glob under the run's working directory and copied into OUT
+    swebench   swebench's own harness (`python -m swebench.harness.run_evaluation`, Docker), one run per model
+               (it keys predictions by instance id); its outputs are located by glob under the run's working
+               directory and copied into OUT, and what it skips (empty patches) or fails on gets our outcome.json
     apptainer  for SLURM clusters without Docker: the row's eval script in the swebench instance image pulled
-               by apptainer, the model patch applied first with the harness's commands; graded by swebench's
-               own `get_eval_report`
+               by apptainer, the model patch applied first with the harness's commands and test infrastructure
+               reset (repairrl.grading.container, the `resolved` reward's grader); graded by swebench's own
+               `get_eval_report`
     local      repairrl.grading (the mini benchmark: pytest and JUnit 4 tasks in the sandbox)
     gitbug     GitBug-Java's own runner (repairrl.evaluate.gitbug)
 """
@@ -24,13 +26,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from repairrl.grading import grade
+from repairrl.grading import container, grade
 from repairrl.grading.grade import GradingOutcome
 from repairrl.grading.run_evaluation import (
     LOG_REPORT,
@@ -40,19 +40,13 @@ from repairrl.grading.run_evaluation import (
     write_instance_outputs,
 )
 from repairrl.records import atomic_write, write_jsonl
+from repairrl.sandbox.container import sif_name as sif_name_of_image
 from repairrl.tasks import Task
 
 BACKENDS = ("swebench", "apptainer", "local", "gitbug")
 SWEBENCH_LOG_DIR = Path("logs") / "run_evaluation"  # swebench.harness.constants.RUN_EVALUATION_LOG_DIR
-CONTAINER_WORKDIR = "/testbed"
-CONTAINER_MOUNT = "/repairrl"
-# swebench.harness.run_evaluation.GIT_APPLY_CMDS (5.0.2), tried in order, the tree reset between attempts.
-GIT_APPLY_CMDS = (
-    "git apply --verbose",
-    "git apply --verbose --3way",
-    "git apply --verbose --reject",
-    "patch --batch --forward --fuzz=5 -p1 -i",
-)
+CONTAINER_WORKDIR = container.CONTAINER_WORKDIR
+CONTAINER_MOUNT = container.CONTAINER_MOUNT
 
 
 class HarnessError(RuntimeError):
@@ -104,8 +98,6 @@ def is_graded(out_dir: Path, prediction: dict) -> bool:
 
 def swebench_rows(tasks: Iterable[Task]) -> list[dict]:
     """The tasks as swebench dataset rows, for `-d rows.jsonl` (the fetched table, not a second hub download)."""
-    from swebench.harness.constants import FAIL_ONLY_REPOS
-
     rows = []
     for task in tasks:
         # swebench 5.x builds nothing: an empty eval script would grade even the gold patch unresolved, silently.
@@ -115,25 +107,7 @@ def swebench_rows(tasks: Iterable[Task]) -> list[dict]:
                 f"{task.instance_id}: the task has no {' and no '.join(missing)}, which swebench's harness needs; "
                 "fetch the dataset again (repairrl.data.fetch records how each task is graded)"
             )
-        rows.append(
-            {
-                "instance_id": task.instance_id,
-                "repo": task.repo,
-                "base_commit": task.base_commit,
-                "patch": task.gold_patch,
-                "test_patch": task.test_patch,
-                "problem_statement": task.problem_statement,
-                "FAIL_TO_PASS": list(task.fail_to_pass),
-                "PASS_TO_PASS": list(task.pass_to_pass),
-                "version": task.version or "",
-                "environment_setup_commit": task.environment_setup_commit or "",
-                "image": task.image or instance_image(task.instance_id),
-                "eval_script": task.eval_script,
-                "log_parser": task.log_parser,
-                "eval_type": task.extra.get("eval_type")
-                or ("fail_only" if task.repo in FAIL_ONLY_REPOS else "pass_and_fail"),
-            }
-        )
+        rows.append(container.swebench_row(task))
     return rows
 
 
@@ -184,18 +158,57 @@ def locate_swebench_summary(roots: Iterable[Path], run_id: str, model_name: str)
     return None
 
 
+def unreported_outcome(task: Task, prediction: dict, instance_log: Path | None) -> GradingOutcome:
+    """Our record of a prediction swebench wrote no report for: it skips empty patches, and a patch that does
+    not apply, a timeout or a crash end in its log only. Recorded so that none of them goes missing."""
+    patch = prediction["model_patch"]
+    text = instance_log.read_text(encoding="utf-8", errors="replace") if instance_log else ""
+    if grade.is_empty_patch(patch):
+        status, reason = grade.EMPTY_PATCH, "empty patch (swebench's harness does not run it)"
+    elif grade.APPLY_PATCH_FAIL in text:
+        status, reason = grade.PATCH_APPLY_FAILED, "the model patch does not apply"
+    elif "timed out" in text.lower():
+        status, reason = grade.TIMEOUT, "tests timed out"
+    else:
+        status, reason = grade.ERROR, "swebench's harness wrote no report; see run_instance.log"
+    return GradingOutcome(
+        instance_id=task.instance_id, model_name_or_path=prediction["model_name_or_path"], status=status,
+        resolved=False, patch_applied=False, reason=reason, report=grade.unrun_report(task, patch), log=text,
+    )  # fmt: skip
+
+
 def collect_swebench_run(
-    work_dir: Path, run_id: str, predictions: list[dict], out_dir: Path
+    work_dir: Path, run_id: str, predictions: list[dict], out_dir: Path, tasks: list[Task] | None = None
 ) -> dict[str, dict]:
-    """Copy swebench's per-instance outputs into OUT; model name -> swebench's own summary."""
+    """Copy swebench's per-instance outputs into OUT; model name -> swebench's own summary.
+
+    With TASKS, each prediction swebench wrote no report for gets our outcome.json (`unreported_outcome`)."""
+    by_id = {task.instance_id: task for task in tasks or []}
     summaries = {}
     for model_name in sorted({p["model_name_or_path"] for p in predictions}):
-        for instance_id, report in locate_swebench_reports(work_dir, run_id, model_name).items():
+        reports = locate_swebench_reports(work_dir, run_id, model_name)
+        for instance_id, report in reports.items():
             target = out_dir / model_dir_name(model_name) / instance_id
             target.mkdir(parents=True, exist_ok=True)
             for name in ("report.json", "test_output.txt", "patch.diff", "run_instance.log"):
                 if (report.parent / name).exists():
                     shutil.copyfile(report.parent / name, target / name)
+        for prediction in predictions:
+            instance_id = prediction["instance_id"]
+            if (
+                prediction["model_name_or_path"] != model_name
+                or instance_id in reports
+                or instance_id not in by_id
+            ):
+                continue
+            instance_log = work_dir / SWEBENCH_LOG_DIR / run_id / model_dir_name(model_name) / instance_id
+            instance_log = instance_log / "run_instance.log"
+            outcome = unreported_outcome(
+                by_id[instance_id], prediction, instance_log if instance_log.exists() else None
+            )
+            write_instance_outputs(
+                out_dir / model_dir_name(model_name) / instance_id, outcome, prediction["model_patch"]
+            )
         summary_path = locate_swebench_summary([work_dir / "reports", work_dir], run_id, model_name)
         if summary_path is None:
             raise HarnessError(
@@ -219,35 +232,47 @@ def run_swebench_harness(
     max_workers: int = 4,
     timeout_s: int = 1800,
 ) -> dict[str, dict]:
-    """Run swebench's harness in WORK_DIR (it writes logs/ relative to its cwd) and collect its outputs."""
+    """Run swebench's harness in WORK_DIR (it writes logs/ relative to its cwd) and collect its outputs.
+
+    swebench keys a predictions file by instance id (the last prediction of an instance wins), so each model's
+    predictions go to a run of their own."""
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     if dataset is None:
         dataset = str(work_dir / "dataset.jsonl")
         write_jsonl(dataset, swebench_rows(tasks))
-    predictions_path = work_dir / "predictions.jsonl"
-    write_jsonl(predictions_path, predictions)
-    command = swebench_command(
-        dataset, predictions_path, run_id, work_dir / "reports", max_workers=max_workers, timeout_s=timeout_s
-    )
-    with open(work_dir / "harness.log", "a", encoding="utf-8") as log:
-        log.write(f"$ {shlex.join(command)}\n")
-        log.flush()
-        completed = subprocess.run(command, cwd=work_dir, stdout=log, stderr=subprocess.STDOUT, check=False)
-    if completed.returncode != 0:
-        raise HarnessError(
-            f"swebench's harness exited with code {completed.returncode}; see {work_dir / 'harness.log'} "
-            "(is Docker running and reachable? On a cluster without Docker use --backend apptainer)"
+    by_model: dict[str, list[dict]] = {}
+    for prediction in predictions:
+        by_model.setdefault(prediction["model_name_or_path"], []).append(prediction)
+    for model_name, model_predictions in sorted(by_model.items()):
+        predictions_path = work_dir / f"predictions.{model_dir_name(model_name)}.jsonl"
+        write_jsonl(predictions_path, model_predictions)
+        command = swebench_command(
+            dataset,
+            predictions_path,
+            run_id,
+            work_dir / "reports",
+            max_workers=max_workers,
+            timeout_s=timeout_s,
         )
-    return collect_swebench_run(work_dir, run_id, predictions, out_dir)
+        with open(work_dir / "harness.log", "a", encoding="utf-8") as log:
+            log.write(f"$ {shlex.join(command)}\n")
+            log.flush()
+            completed = subprocess.run(
+                command, cwd=work_dir, stdout=log, stderr=subprocess.STDOUT, check=False
+            )
+        if completed.returncode != 0:
+            raise HarnessError(
+                f"swebench's harness exited with code {completed.returncode}; see {work_dir / 'harness.log'} "
+                "(is Docker running and reachable? On a cluster without Docker use --backend apptainer)"
+            )
+    return collect_swebench_run(work_dir, run_id, predictions, out_dir, tasks)
 
 
 # --- apptainer: the instance image without Docker ---
 
 
-def instance_image(instance_id: str, tag: str = "latest") -> str:
-    """swebench's published instance image name (Docker Hub forbids '__', swebench writes '_1776_')."""
-    return f"swebench/sweb.eval.x86_64.{instance_id.replace('__', '_1776_').lower()}:{tag}"
+instance_image = container.instance_image
 
 
 @dataclass(frozen=True)
@@ -260,113 +285,46 @@ class ApptainerConfig:
     sif_dir: Path | None = None
 
 
-def sif_name(image: str) -> str:
-    """The file name a pulled image is looked up under: `swebench/sweb.eval...:latest` -> `sweb.eval..._latest.sif`."""
-    return image.rsplit("/", 1)[-1].replace(":", "_") + ".sif"
+sif_name = sif_name_of_image
 
 
 def apptainer_command(image: str, scratch: Path, config: ApptainerConfig = ApptainerConfig()) -> list[str]:
     """Run SCRATCH/run.sh in the image: writable overlay in memory, a clean environment, nothing of the host."""
-    pulled = Path(config.sif_dir, sif_name(image)) if config.sif_dir else None
-    if pulled is not None and pulled.is_file():
-        uri = str(pulled)
-    else:
-        uri = image if "://" in image else f"docker://{image}"
-    return [
-        config.executable, "exec",
-        "--writable-tmpfs", "--cleanenv", "--containall",
-        "--pwd", CONTAINER_WORKDIR,
-        "--bind", f"{scratch}:{CONTAINER_MOUNT}",
-        *config.extra_args,
-        uri, "/bin/bash", f"{CONTAINER_MOUNT}/run.sh",
-    ]  # fmt: skip
-
-
-def apptainer_script() -> str:
-    """Apply the patch with the harness's commands (reset between attempts), then run the eval script.
-
-    The markers are swebench's: `get_logs_eval` finds a failed apply in the log and reports it as swebench does.
-    """
-    attempts = "\n".join(
-        f"if [ $applied = 0 ]; then git checkout -- . ; git clean -fdq; "
-        f"if {command} {CONTAINER_MOUNT}/patch.diff; then applied=1; fi; fi"
-        for command in GIT_APPLY_CMDS
+    return container.apptainer_command(
+        image, scratch, executable=config.executable, sif_dir=config.sif_dir, extra_args=config.extra_args
     )
-    return f"""#!/bin/bash
-cd {CONTAINER_WORKDIR}
-git config --global --add safe.directory {CONTAINER_WORKDIR} 2>/dev/null
-applied=0
-{attempts}
-if [ $applied = 0 ] && git apply --check --reverse {CONTAINER_MOUNT}/patch.diff; then applied=1; fi
-if [ $applied = 0 ]; then echo "{grade.APPLY_PATCH_FAIL}"; exit 97; fi
-echo "{grade.APPLY_PATCH_PASS}"
-/bin/bash {CONTAINER_MOUNT}/eval.sh
-"""
+
+
+def apptainer_script(base_commit: str = "", reset_paths: tuple[str, ...] = ()) -> str:
+    """Apply the patch with the harness's commands, reset test infrastructure, run the eval script
+    (repairrl.grading.container's script, the one the `resolved` reward runs in Docker)."""
+    return container.container_script(base_commit, reset_paths)
 
 
 def swebench_test_spec(task: Task):
     """swebench's TestSpec for the task, built by swebench's own make_test_spec (exit-code recording included)."""
-    from swebench.harness.utils import make_test_spec
-
-    row = swebench_rows([task])[0]
-    if not row["eval_script"]:
+    if not task.eval_script:
         raise HarnessError(
             f"{task.instance_id}: the task has no eval_script; the apptainer backend needs one"
         )
-    return make_test_spec(row)
+    return container.test_spec(task)
 
 
 def grade_container_log(
     task: Task, prediction: dict, log_path: Path, timed_out: bool, duration_s: float
 ) -> GradingOutcome:
     """swebench's verdict on the log of one container run."""
-    from swebench.harness.grading import get_eval_report
-
-    text = log_path.read_text(encoding="utf-8", errors="replace")
-    patch = prediction["model_patch"]
-    common = {"instance_id": task.instance_id, "model_name_or_path": prediction["model_name_or_path"],
-                  "duration_s": round(duration_s, 3), "log": text}  # fmt: skip
-    if timed_out:
-        return GradingOutcome(status=grade.TIMEOUT, resolved=False, patch_applied=True,
-                              reason="tests timed out", report=grade.unrun_report(task, patch), **common)  # fmt: skip
-    if grade.APPLY_PATCH_FAIL in text:
-        return GradingOutcome(status=grade.PATCH_APPLY_FAILED, resolved=False, patch_applied=False,
-                              reason="the model patch does not apply", report=grade.unrun_report(task, patch),
-                              **common)  # fmt: skip
-    report = get_eval_report(swebench_test_spec(task), prediction, str(log_path), include_tests_status=True)
-    resolved = bool(report[task.instance_id]["resolved"])
-    return GradingOutcome(status=grade.RESOLVED if resolved else grade.UNRESOLVED, resolved=resolved,
-                          patch_applied=True, reason=None, report=report, **common)  # fmt: skip
+    return container.grade_log(task, prediction["model_patch"], prediction["model_name_or_path"], log_path,
+                               timed_out, duration_s)  # fmt: skip
 
 
 def grade_in_apptainer(
     task: Task, prediction: dict, config: ApptainerConfig, work_root: Path | None = None
 ) -> GradingOutcome:
-    started = time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix=f"apptainer-{task.instance_id}-", dir=work_root))
-    try:
-        (scratch / "patch.diff").write_text(prediction["model_patch"] or "", encoding="utf-8")
-        (scratch / "eval.sh").write_text(swebench_test_spec(task).eval_script, encoding="utf-8")
-        (scratch / "run.sh").write_text(apptainer_script(), encoding="utf-8")
-        log_path = scratch / "test_output.txt"
-        command = apptainer_command(task.image or instance_image(task.instance_id), scratch, config)
-        timed_out = False
-        with open(log_path, "w", encoding="utf-8") as log:
-            try:
-                subprocess.run(
-                    command, stdout=log, stderr=subprocess.STDOUT, timeout=config.timeout_s, check=False
-                )
-            except subprocess.TimeoutExpired:
-                timed_out = True
-        return grade_container_log(task, prediction, log_path, timed_out, time.monotonic() - started)
-    except Exception as error:  # noqa: BLE001 - one task's crash is that task's recorded outcome
-        return GradingOutcome(
-            instance_id=task.instance_id, model_name_or_path=prediction["model_name_or_path"], status=grade.ERROR,
-            resolved=False, patch_applied=False, reason=f"{type(error).__name__}: {error}",
-            report=grade.unrun_report(task, prediction["model_patch"]), duration_s=time.monotonic() - started,
-        )  # fmt: skip
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    return container.grade_in_image(
+        task, prediction["model_patch"], model_name=prediction["model_name_or_path"], timeout_s=config.timeout_s,
+        command_for=lambda image, scratch, name: apptainer_command(image, scratch, config), work_root=work_root,
+    )  # fmt: skip
 
 
 def run_per_instance(

@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -59,6 +60,9 @@ GIT_COMMAND_TIMEOUT_S = 120
 DEFAULT_TEST_TIMEOUT_S = 600.0  # the budget of grading one task (git, compilation and every test)
 DEFAULT_PER_TEST_TIMEOUT_S = test_runner.DEFAULT_PER_TEST_TIMEOUT_S
 SANDBOX_BACKENDS = ("bwrap", "apptainer", "docker")
+# Backends that grade a swebench-format task (an eval script and a log parser) in its own image, with its eval
+# script, rather than with repairrl's test runner on a host checkout (repairrl.grading.container).
+IMAGE_BACKENDS = ("docker", "apptainer")
 UNSAFE_BACKEND = (
     "unsafe"  # run the tests as a plain subprocess on the host: trusted patches only (gold, tests)
 )
@@ -274,9 +278,21 @@ def graded_log(apply_command: str, status_lines: Iterable[str], run_end: str) ->
     return "\n".join([*lines, test_runner.END_TEST_OUTPUT, run_end]) + "\n"
 
 
+# A group's patches are graded by parallel threads, and threads that import swebench's circular modules at the
+# same moment deadlock (importlib's _DeadlockError): the first import happens under this lock.
+_SWEBENCH_IMPORT = threading.Lock()
+
+
+def import_swebench() -> None:
+    with _SWEBENCH_IMPORT:
+        import swebench.harness.grading
+        import swebench.harness.utils  # noqa: F401
+
+
 def eval_report(task: Task, model_patch: str | None, model_name: str, log_path: Path) -> dict[str, Any]:
     """swebench's `get_eval_report` on the log at `log_path` (in grading, `graded_log`'s): the report, and its
     `resolved`, are swebench's own verdict."""
+    import_swebench()
     from swebench.harness.grading import get_eval_report
     from swebench.types import TestSpec
 
@@ -302,6 +318,7 @@ def eval_report(task: Task, model_patch: str | None, model_name: str, log_path: 
 
 def unrun_report(task: Task, model_patch: str | None, patch_applied: bool = False) -> dict[str, Any]:
     """The report of an instance whose tests never ran: every FAIL_TO_PASS and PASS_TO_PASS test failed."""
+    import_swebench()
     from swebench.harness.grading import get_eval_tests_report
 
     tests_status = get_eval_tests_report(
@@ -336,8 +353,18 @@ def grade_with_tests(
     `timeout_s` is the budget of the whole grading (the test command gets what is left of it); `test_timeout_s`
     bounds each test (None: no per-test limit), and a test that runs out counts as failed while the others
     still run. `runner_factory(workdir)` gives the context of the command runner the tests run through; by
-    default a sandbox of `backend` (`unsafe`: a host subprocess). Never raises for a failure of this one task.
+    default a sandbox of `backend` (`unsafe`: a host subprocess). With a backend of IMAGE_BACKENDS, a task that
+    carries an eval script and a log parser (swebench's format) is graded in its own image instead
+    (repairrl.grading.container.grade_in_image; `test_timeout_s` does not apply there: the eval script runs
+    whole, as in swebench's harness). Never raises for a failure of this one task.
     """
+    if backend in IMAGE_BACKENDS and runner_factory is None and task.eval_script and task.log_parser:
+        from repairrl.grading.container import command_for_backend, grade_in_image
+
+        return grade_in_image(
+            task, model_patch, model_name=model_name, timeout_s=timeout_s,
+            command_for=command_for_backend(backend), work_root=work_root,
+        )  # fmt: skip
     started = time.monotonic()
     log: list[str] = []
 

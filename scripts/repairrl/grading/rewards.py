@@ -185,9 +185,10 @@ def compose_rewards(weights: Mapping[str, float], task_kind: str | None = None) 
 
 # --- which configured rewards the grader can compute, checked before a stage starts ---
 
-# The sandboxes repairrl's own grader (repairrl.grading.grade_with_tests) runs tests in; whichever it is, it runs
-# only these frameworks (repairrl.grading.test_runner). swebench tasks need their instance image and eval script,
-# gitbug-java tasks GitBug-Java's runner: both are graded by repairrl.evaluate's harness backends, not here.
+# The sandboxes repairrl's own grader (repairrl.grading.grade_with_tests) runs tests in. On a host checkout it
+# runs only these frameworks (repairrl.grading.test_runner); the image graders (grade.IMAGE_BACKENDS) run a
+# swebench-format task's eval script in its own image instead (repairrl.grading.container), and need that task's
+# eval script and log parser. gitbug-java tasks need GitBug-Java's runner: repairrl.evaluate's, not here.
 LOCAL_GRADERS = ("bwrap", "docker", "apptainer", "unsafe-local")
 LOCALLY_RUN_FRAMEWORKS = ("pytest", "junit4")
 
@@ -214,9 +215,16 @@ def uncomputable_rewards(
         return []
     if grader not in LOCAL_GRADERS:
         raise ValueError(f"unknown grader {grader!r}; one of {', '.join(LOCAL_GRADERS)}")
+    from repairrl.grading.grade import IMAGE_BACKENDS
+
     wanted = [name for name, weight in weights.items() if name in NEEDS_TESTS and weight != 0]
     by_framework: dict[str, list[str]] = {}
+    no_eval_script: list[str] = []
     for task in tasks:
+        if grader in IMAGE_BACKENDS:
+            if not (getattr(task, "eval_script", None) and getattr(task, "log_parser", None)):
+                no_eval_script.append(task.instance_id)
+            continue
         framework = getattr(task, "test_framework", None)
         if framework not in LOCALLY_RUN_FRAMEWORKS:
             by_framework.setdefault(str(framework), []).append(task.instance_id)
@@ -227,6 +235,12 @@ def uncomputable_rewards(
                 reward=name, instance_ids=ids,
                 reason=f"their tests are {framework!r}-framework tests, and the local grader (sandbox {grader!r}) "
                        f"runs only {' and '.join(LOCALLY_RUN_FRAMEWORKS)} tests",
+            ))  # fmt: skip
+        if no_eval_script:
+            found.append(UncomputableReward(
+                reward=name, instance_ids=no_eval_script,
+                reason=f"the {grader!r} grader runs each task's eval script in the task's image, and these tasks "
+                       "have no eval script or log parser (fetch them again, or grade with the bwrap sandbox)",
             ))  # fmt: skip
     return found
 
@@ -247,6 +261,6 @@ def check_rewards_computable(weights: Mapping[str, float], task_kind: str, tasks
     raise RewardNotComputableError(
         "; ".join(lines) + ". Every such episode would score 0 on it. Either drop "
         f"{', '.join(map(repr, names))} from the rewards (e.g. --rewards {drop}), or train on tasks whose tests "
-        "run locally (pytest/junit4, e.g. the mini benchmark), or grade in the task's own container image "
-        "(the container path of the task-environment issue) once it exists."
+        "run locally (pytest/junit4, e.g. the mini benchmark), or grade swebench-format tasks in their own "
+        "image (sandbox docker: each task's eval script in its image, repairrl.grading.container)."
     )

@@ -228,7 +228,7 @@ class AgentRollout:
         self._lock = threading.Lock()
         self.calls = 0
 
-    # Defaults: the repository cache and make_sandbox ---------------------------------------------------------
+    # Defaults: the repository cache and task_sandbox ---------------------------------------------------------
 
     def _default_worktree(self, task: Task, dest: Path) -> Path:
         from repairrl.repos import materialize_worktree
@@ -238,10 +238,10 @@ class AgentRollout:
         return materialize_worktree(Path(self.config.cache_dir), task, dest)
 
     def _default_sandbox(self, workdir: Path, task: Task) -> Sandbox:
-        from repairrl.sandbox import make_sandbox
+        from repairrl.sandbox import task_sandbox
 
         limits = dataclasses.replace(self.config.sandbox_limits, command_timeout_s=self.config.agent.command_timeout_s)
-        return make_sandbox(self.config.sandbox, workdir, limits=limits, image=task.image, unsafe=self.config.unsafe)
+        return task_sandbox(self.config.sandbox, workdir, task, limits=limits, unsafe=self.config.unsafe)
 
     # One episode ----------------------------------------------------------------------------------------------
 

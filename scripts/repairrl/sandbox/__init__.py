@@ -37,6 +37,7 @@ __all__ = [
     "UnknownBackendError",
     "UnsafeSandboxError",
     "make_sandbox",
+    "task_sandbox",
 ]
 
 
@@ -68,3 +69,13 @@ def make_sandbox(
 
         return UnsafeLocalSandbox(workdir, limits, unsafe=unsafe, **kw)
     raise UnknownBackendError(f"unknown sandbox backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def task_sandbox(
+    backend: str, workdir: str | os.PathLike, task: Any, limits: SandboxLimits | None = None, unsafe: bool = False
+) -> Sandbox:
+    """The sandbox a task's episode runs in: the task's own image under a container backend, and bwrap for a task
+    that has no image (GitBug-Java's bugs, the mini benchmark), whose tests run on the host's tools."""
+    if backend in ("apptainer", "docker") and not task.image:
+        backend = "bwrap"
+    return make_sandbox(backend, workdir, limits=limits, image=task.image, unsafe=unsafe)

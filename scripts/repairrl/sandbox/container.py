@@ -3,14 +3,25 @@
 Both keep one shell per episode like the bwrap backend (`PipedShellSandbox`): Apptainer runs `apptainer exec`
 once and feeds the shell inside; Docker starts a long-lived container and one `docker exec -i` shell in it. A
 timeout kills the whole container (every process of the episode) and the next command starts a fresh one.
+
+A task image (SWE-bench's and SWE-Gym's instance images) holds the repository at /testbed with what its install
+built there (compiled extensions, egg-info) and its whole git history, which would show the agent the fix. The
+host's working copy (one commit, host-owned git metadata) is bound over /testbed, which hides the image's copy and
+its history; before the first start the image's untracked files at /testbed (its build products) are copied
+into the working copy and listed in its `.git/info/exclude`, so the environment finds them where it built them
+and the final diff, computed on the host, leaves them out (`hydrate_from_image`).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
+import tarfile
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from repairrl.sandbox.base import (
     PipedShellSandbox,
@@ -20,11 +31,106 @@ from repairrl.sandbox.base import (
     driver_script,
 )
 
-SANDBOX_ENV = {"HOME": "/tmp", "LANG": "C.UTF-8", "TERM": "dumb", "TMPDIR": "/tmp"}
+# Where SWE-bench's and SWE-Gym's images keep the repository, and where their environments expect it.
+TASK_WORKDIR = "/testbed"
+# The images' own conda environment first: the agent's shell reads no profile that would activate it.
+TASK_PATH = "/opt/miniconda3/envs/testbed/bin:/opt/miniconda3/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SANDBOX_ENV = {"HOME": "/tmp", "LANG": "C.UTF-8", "TERM": "dumb", "TMPDIR": "/tmp", "PATH": TASK_PATH}
+HYDRATE_TIMEOUT_S = 600.0
 
 
-def apptainer_image_ref(image: str) -> str:
-    """A local file (.sif, sandbox directory) or any URI is passed as is; a bare `name:tag` is a Docker image."""
+class HydrationError(SandboxStartError):
+    """The image's build products could not be copied into the working copy."""
+
+
+def build_products_script(image_workdir: str = TASK_WORKDIR) -> str:
+    """The shell command, run in the image, that writes to stdout a tar of the files at IMAGE_WORKDIR that its
+    git does not track (ignored ones included); an empty tar where there is no such directory or no git."""
+    quoted = shlex.quote(image_workdir)
+    return (
+        f"cd {quoted} 2>/dev/null && git -c safe.directory='*' ls-files -z --others 2>/dev/null > /tmp/.products "
+        "|| : > /tmp/.products; tar --null --no-recursion -T /tmp/.products -c -f -"
+    )
+
+
+def exclude_pattern(path: str) -> str:
+    """A gitignore line that matches exactly the file PATH (relative to the working copy's root)."""
+    escaped = "".join("\\" + char if char in "\\*?[!# " else char for char in path)
+    return "/" + escaped
+
+
+def hydrate_from_image(
+    run_in_image: Sequence[str], workdir: str | os.PathLike, timeout_s: float = HYDRATE_TIMEOUT_S
+) -> list[str]:
+    """Copy the image's build products into WORKDIR, a host working copy no sandbox has touched yet; the paths
+    copied, each also appended to WORKDIR/.git/info/exclude.
+
+    RUN_IN_IMAGE is the argv that runs a shell command (appended) in the image, as root, with no network. Files
+    the working copy already has (the repository's own, host-made) win over the image's: the agent's baseline is
+    the base commit, whatever the image's install changed. The extraction takes regular files, directories and
+    links inside the working copy only (tarfile's data filter): the image is trusted, its paths still are checked.
+    """
+    workdir = Path(workdir)
+    git_info = workdir / ".git" / "info"
+    copied: list[str] = []
+    # A file, not a pipe: a chatty stderr could otherwise fill its pipe while stdout is being read.
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            [*run_in_image, build_products_script()], stdout=subprocess.PIPE, stderr=errors
+        )
+        try:
+            with tarfile.open(fileobj=process.stdout, mode="r|") as archive:
+                for member in archive:
+                    name = member.name.removeprefix("./")
+                    if (
+                        not name
+                        or name == ".git"
+                        or name.startswith(".git/")
+                        or os.path.lexists(workdir / name)
+                    ):
+                        continue
+                    member.name = name
+                    try:
+                        archive.extract(member, workdir, filter="data")
+                    except tarfile.FilterError:
+                        continue  # it would land outside the working copy (through one of its links): left out
+                    if not member.isdir():
+                        copied.append(name)
+            process.wait(timeout=timeout_s)
+        except (tarfile.TarError, OSError, subprocess.TimeoutExpired) as error:
+            process.kill()
+            process.wait()
+            raise HydrationError(f"copying the image's files into {workdir} failed: {error}") from error
+        errors.seek(0)
+        stderr = errors.read().decode("utf-8", errors="replace")
+    if process.returncode != 0:
+        raise HydrationError(
+            f"listing the image's files failed (exit {process.returncode}): {stderr.strip()[-2000:]}"
+        )
+    # No git metadata: not a task's checkout, so no diff to keep the files out of.
+    if copied and git_info.parent.is_dir() and not git_info.parent.is_symlink():
+        git_info.mkdir(exist_ok=True)
+        with open(git_info / "exclude", "a", encoding="utf-8") as exclude:
+            exclude.write(
+                "# the task image's build products (repairrl.sandbox.container.hydrate_from_image)\n"
+            )
+            exclude.writelines(exclude_pattern(path) + "\n" for path in copied)
+    return copied
+
+
+# Where pulled images are found (`apptainer pull <dir>/<sif_name(image)> docker://<image>`), unless a caller says:
+# compute nodes often reach no registry, and converting an image per episode costs minutes.
+SIF_DIR_ENV = "REPAIRRL_SIF_DIR"
+
+
+def sif_name(image: str) -> str:
+    """The file name a pulled image is looked up under: `swebench/sweb.eval...:latest` -> `sweb.eval..._latest.sif`."""
+    return image.rsplit("/", 1)[-1].replace(":", "_") + ".sif"
+
+
+def apptainer_image_ref(image: str, sif_dir: str | os.PathLike | None = None) -> str:
+    """A local file (.sif, sandbox directory) or any URI is passed as is; a bare `name:tag` is its pulled SIF under
+    SIF_DIR (default: $REPAIRRL_SIF_DIR) where there is one, else the Docker image."""
     if (
         "://" in image
         or image.startswith(("/", "./", "../"))
@@ -32,6 +138,9 @@ def apptainer_image_ref(image: str) -> str:
         or os.path.exists(image)
     ):
         return image
+    sif_dir = sif_dir if sif_dir is not None else os.environ.get(SIF_DIR_ENV)
+    if sif_dir and Path(sif_dir, sif_name(image)).is_file():
+        return str(Path(sif_dir, sif_name(image)))
     return f"docker://{image}"
 
 
@@ -43,17 +152,19 @@ class ApptainerSandbox(PipedShellSandbox):
         workdir: str | os.PathLike,
         image: str,
         limits: SandboxLimits | None = None,
-        mount_point: str = "/repo",
+        mount_point: str = TASK_WORKDIR,
         extra_ro_binds: Sequence[str | os.PathLike] = (),
         env: Mapping[str, str] | None = None,
         network: bool = False,
         cgroups: bool = False,
         apptainer: str | None = None,
+        hydrate: bool = True,
+        sif_dir: str | os.PathLike | None = None,
     ):
         super().__init__(workdir, limits, mount_point)
         if not image:
             raise ValueError("the apptainer backend needs an image (a .sif file or docker://name:tag)")
-        self.image = apptainer_image_ref(image)
+        self.image = apptainer_image_ref(image, sif_dir)
         self.extra_ro_binds = [str(p) for p in extra_ro_binds]
         self.env = {**SANDBOX_ENV, **(env or {})}
         # `--network none` needs a network namespace; Apptainer allows it unprivileged only where the site's
@@ -63,6 +174,8 @@ class ApptainerSandbox(PipedShellSandbox):
         # count is bounded only by the timeout, memory by ulimit -v per process, CPU time not at all.
         self.cgroups = cgroups
         self.apptainer = apptainer or shutil.which("apptainer") or shutil.which("singularity") or "apptainer"
+        self.hydrate = hydrate  # copy the image's build products into the working copy before the first start
+        self.hydrated: list[str] | None = None
 
     def apptainer_args(self) -> list[str]:
         args = [
@@ -89,6 +202,13 @@ class ApptainerSandbox(PipedShellSandbox):
             args += ["--env", f"{key}={value}"]
         return [*args, self.image]
 
+    def image_shell_argv(self) -> list[str]:
+        """`apptainer exec` of a shell command in the image with nothing bound: what hydration runs."""
+        args = [self.apptainer, "exec", "--containall", "--cleanenv", "--no-home"]
+        if not self.network:
+            args += ["--net", "--network", "none"]
+        return [*args, self.image, "/bin/sh", "-c"]
+
     def launch_argv(self) -> list[str]:
         # No ulimit -u: without a user namespace it would count every process of the cluster user on the node.
         # --containall gives the container its own PID namespace, so sweeping leftovers touches nothing else.
@@ -100,6 +220,8 @@ class ApptainerSandbox(PipedShellSandbox):
             raise SandboxUnavailableError(
                 "apptainer is not installed here; on a cluster `module load apptainer`, or choose the bwrap backend"
             )
+        if self.hydrate and self.hydrated is None:
+            self.hydrated = hydrate_from_image(self.image_shell_argv(), self.workdir)
 
     def describe_start_failure(self, output: str) -> str:
         return (
@@ -117,11 +239,12 @@ class DockerSandbox(PipedShellSandbox):
         workdir: str | os.PathLike,
         image: str,
         limits: SandboxLimits | None = None,
-        mount_point: str = "/repo",
+        mount_point: str = TASK_WORKDIR,
         extra_ro_binds: Sequence[str | os.PathLike] = (),
         env: Mapping[str, str] | None = None,
         user: str | None = None,
         docker: str | None = None,
+        hydrate: bool = True,
     ):
         super().__init__(workdir, limits, mount_point)
         if not image:
@@ -134,6 +257,8 @@ class DockerSandbox(PipedShellSandbox):
         self.docker = docker or shutil.which("docker") or "docker"
         self.container = f"repairrl-sandbox-{os.getpid()}-{os.urandom(4).hex()}"
         self._container_started = False
+        self.hydrate = hydrate  # copy the image's build products into the working copy before the first start
+        self.hydrated: list[str] | None = None
 
     def run_args(self) -> list[str]:
         """`docker run` of the idle container that every command of the episode runs in."""
@@ -158,6 +283,9 @@ class DockerSandbox(PipedShellSandbox):
             "ALL",
             "--security-opt",
             "no-new-privileges",
+            # Writable are only the working copy (its size checked after each command) and the sized tmpfs: the
+            # image's own layers cannot grow, which bounds the episode's disk use.
+            "--read-only",
             "--tmpfs",
             f"/tmp:rw,exec,size={limits.tmp_size_mb}m",
             "--shm-size",
@@ -179,6 +307,11 @@ class DockerSandbox(PipedShellSandbox):
             args += ["--env", f"{key}={value}"]
         return [*args, "--entrypoint", "sleep", self.image, "infinity"]
 
+    def image_shell_argv(self) -> list[str]:
+        """A throw-away container of the image, as root and without network, running a shell command."""
+        return [self.docker, "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "/bin/sh",
+                self.image, "-c"]  # fmt: skip
+
     def exec_args(self) -> list[str]:
         return [self.docker, "exec", "--interactive", "--workdir", self.mount_point, self.container]
 
@@ -196,6 +329,8 @@ class DockerSandbox(PipedShellSandbox):
             raise SandboxUnavailableError(
                 "docker is not installed here; choose the bwrap or apptainer backend"
             )
+        if self.hydrate and self.hydrated is None:
+            self.hydrated = hydrate_from_image(self.image_shell_argv(), self.workdir)
         try:
             started = subprocess.run(
                 self.run_args(),
