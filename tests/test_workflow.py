@@ -194,6 +194,14 @@ def test_dry_run_of_the_14b_study_plans_fetch_and_cache_of_all_three_datasets():
     assert "mini_benchmark" not in counts  # the study replaces the default config, it does not merge into it
 
 
+def test_dry_run_of_the_14b_study_runs_every_agent_in_the_tasks_image():
+    completed = snakemake("-n", "-p", "--profile", "profiles/slurm", "--configfile", STUDY)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    agent_commands = [line for line in output.splitlines() if "--sandbox " in line]
+    assert agent_commands and all("--sandbox apptainer" in line for line in agent_commands), agent_commands[:3]
+
+
 def test_bare_profile_name_works_after_setup(tmp_path):
     env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
     setup = subprocess.run(["bash", "scripts/setup.sh"], check=False, cwd=REPO_ROOT, env={**os.environ, **env},
