@@ -333,19 +333,25 @@ class AgentRollout:
         started = time.monotonic()
         scratch = make_scratch("repairrl-grpo-", self.config.work_root)
         factory = self.backend_factory or (lambda t: inprocess_policy_backend(t, sampling))
+        workers = max(1, min(self.config.workers, len(prompts)))
         try:
-            with factory(trainer) as inner:
-                backend = _CompletionBudget(inner, self.config.max_completion_length)
-                with ThreadPoolExecutor(max_workers=max(1, min(self.config.workers, len(prompts))),
-                                        thread_name_prefix="grpo-episode") as pool:
-                    records = list(pool.map(lambda pair: self._episode(pair[0], pair[1], backend, scratch, step),
-                                            enumerate(prompts)))
-            generation_s = time.monotonic() - started
-            reward_started = time.monotonic()
-            with ThreadPoolExecutor(max_workers=max(1, min(self.config.workers, len(prompts))),
-                                    thread_name_prefix="grpo-grade") as pool:
-                graded = list(pool.map(lambda r: self._grade(self.tasks[r["instance_id"]], r), records))
-            reward_s = time.monotonic() - reward_started
+            # Each episode is graded as soon as it ends, while the others still generate: the tests of a finished
+            # episode (a container, a test suite) need no GPU. reward_s is only what the step waits after generation.
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpo-grade") as grading:
+
+                def episode_then_grade(index: int, task_id: str) -> tuple[dict, Any]:
+                    record = self._episode(index, task_id, backend, scratch, step)
+                    return record, grading.submit(self._grade, self.tasks[record["instance_id"]], record)
+
+                with factory(trainer) as inner:
+                    backend = _CompletionBudget(inner, self.config.max_completion_length)
+                    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpo-episode") as pool:
+                        pending = list(pool.map(lambda pair: episode_then_grade(*pair), enumerate(prompts)))
+                generation_s = time.monotonic() - started
+                reward_started = time.monotonic()
+                records = [record for record, _ in pending]
+                graded = [future.result() for _, future in pending]
+                reward_s = time.monotonic() - reward_started
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return self._assemble(records, graded, tokenizer, eos_ids, step, generation_s, reward_s)
