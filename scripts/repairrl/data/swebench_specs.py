@@ -12,9 +12,15 @@ three keys an eval script reads (`test_cmd`, `eval_commands`, `install`), versio
                     SWE-Gym adds (its entries for SWE-bench's repositories are SWE-bench's)
 
 `make_eval_script` is swebench 4.1.0's `make_eval_script_list_py` joined as its `TestSpec.eval_script` (with the
-`>>>>> Start/End Test Output` markers 5.x's `get_logs_eval` requires; SWE-Gym's fork predates them), plus
-SWE-Gym's mypy test selection (`-k "case or case"` from the test patch's `[case ...]` headers). The log parser
-is named as swebench 5.x's registry (`swebench.harness.log_parsers.PARSER_REGISTRY`) names it.
+`>>>>> Start/End Test Output` markers 5.x's `get_logs_eval` requires), plus SWE-Gym's mypy test selection
+(`-k "case or case"` from the test patch's `[case ...]` headers). For SWE-Gym's repositories it is the fork's
+script but for three lines' worth: the fork predates the markers, shows the working tree with a plain `git diff`
+(4.1.0 adds `-c core.fileMode=false`; informational only), and finds the test files to reset with the regex
+`--- a/(.*)` where 4.1.0 parses the patch (the same files for any ordinary patch). The log parser is named as
+swebench 5.x's registry (`swebench.harness.log_parsers.PARSER_REGISTRY`) names it.
+
+tests/test_swebench_rows.py holds these to genuine rows: byte-for-byte against the scripts swebench 4.1.0 writes
+for them, and table-for-table against the fork's constants (tests/fixtures/*/PROVENANCE.md).
 
 Instance images: SWE-bench's are `swebench/sweb.eval.x86_64.<id, "__" -> "_1776_">:latest`; SWE-Gym's are
 published as `xingyaoww/sweb.eval.x86_64.<id, "__" -> "_s_", lower case>:latest` (All-Hands-AI/OpenHands,
