@@ -123,6 +123,10 @@ def all_targets():
             targets.append(task_path("data", dataset, "cache.jsonl"))
     targets += [model_manifest(model) for model in TRAINED_MODELS if stage_enabled(model)]
     if datasets_with_role("eval") and eval_models():
+        # What the report reads, too: Snakemake leaves a missing intermediate missing while the outputs built
+        # from it exist, so deleted evaluations would be neither redone nor noticed by the report.
+        for inputs in report_inputs(None).values():
+            targets += [inputs] if isinstance(inputs, str) else inputs
         targets.append(task_path("report", "report.md"))
     return targets
 
