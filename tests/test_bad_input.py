@@ -16,7 +16,7 @@ from repairrl.records import write_jsonl
 from repairrl.repos import main as cache_main
 from repairrl.tasks import Task, write_tasks
 
-from .conftest import REPO_ROOT
+from .conftest import REPO_ROOT, needs_bwrap
 
 
 def unreachable_task(tmp_path: Path, number: int) -> Task:
@@ -89,3 +89,19 @@ def test_scratch_folders_of_killed_runs_are_removed_by_the_next_start(tmp_path):
     fresh = make_scratch("repairrl-agent-", tmp_path)
     assert not orphan.exists() and live.exists()
     assert fresh.name.startswith(f"repairrl-agent-{os.getpid()}-")
+
+
+@needs_bwrap
+def test_a_killed_sandboxs_identity_folder_is_removed_by_the_next_sandbox(tmp_path):
+    import tempfile
+
+    from repairrl.sandbox.bwrap import BwrapSandbox
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = Path(tempfile.gettempdir()) / f"repairrl-sandbox-{dead.pid}-abc"
+    orphan.mkdir()
+    (orphan / "passwd").write_text("agent:x:1000:1000::/home/agent:/bin/bash\n")
+    with BwrapSandbox(tmp_path) as sandbox:
+        assert sandbox.run("echo ok").output == "ok\n"
+    assert not orphan.exists()

@@ -26,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,7 @@ from repairrl.sandbox.base import (
     SandboxUnavailableError,
     driver_script,
 )
+from repairrl.scratch import make_scratch
 
 SANDBOX_UID = 1000
 SANDBOX_HOME = "/home/agent"
@@ -488,7 +488,8 @@ class BwrapSandbox(PipedShellSandbox):
                 "the apptainer or docker backend"
             )
         if self._identity_dir is None:
-            self._identity_dir = tempfile.mkdtemp(prefix="repairrl-sandbox-")
+            # Named by pid: a killed run's folder is removed by the next sandbox's start.
+            self._identity_dir = str(make_scratch("repairrl-sandbox-"))
             Path(self._identity_dir, "passwd").write_text(
                 f"agent:x:{SANDBOX_UID}:{SANDBOX_UID}:agent:{SANDBOX_HOME}:/bin/bash\n"
                 "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
