@@ -9,13 +9,7 @@ import subprocess
 from collections import Counter
 
 import pytest
-from repairrl.data.detection import (
-    DetectionSample,
-    function_name,
-    load_detection_samples,
-    read_samples,
-    write_samples,
-)
+from repairrl.data.detection import function_name, load_detection_samples
 from repairrl.data.detection_mini import (
     DETECTION_MINI_DIR,
     SUFFIXES_OF_KIND,
@@ -32,6 +26,7 @@ from repairrl.singleturn.detection import (
     label_reward,
     parse_detection_answer,
 )
+from repairrl.tasks import DetectionSample, read_samples, write_samples
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 VULNERABLE_FUNC = """static int

@@ -377,3 +377,78 @@ def test_apptainer_uses_a_pulled_sif_image_when_one_exists(tmp_path):
     pulled = tmp_path / "sweb.eval.x86_64.astropy_1776_astropy-12907_latest.sif"
     pulled.write_text("")
     assert harness.apptainer_command(image, tmp_path, config)[-3] == str(pulled)
+
+
+# --- resuming a shard: only the same model, tasks and agent flags ---
+
+
+@pytest.fixture
+def cached_calc_task(buggy_repo, tmp_path) -> tuple[Path, Path]:
+    """The buggy calc task, fetched into a repository cache as the cache rule does: (tasks.jsonl, cache)."""
+    from repairrl.repos import cache_tasks
+
+    from .conftest import git
+
+    _, task = buggy_repo
+    task = Task(**{**task.to_record(), "repo_url": f"file://{task.repo_url}"})
+    git("config", "uploadpack.allowAnySHA1InWant", "true", cwd=Path(task.repo_url.removeprefix("file://")))
+    assert cache_tasks([task], tmp_path / "cache")[0]["status"] == "ok"
+    write_tasks(tmp_path / "tasks.jsonl", [task])
+    return tmp_path / "tasks.jsonl", tmp_path / "cache"
+
+
+def prepared_model(root: Path, weights: str) -> Path:
+    """A model directory as prepare_model or a training stage leaves it: model.json and the weights it names."""
+    (root / "hf").mkdir(parents=True, exist_ok=True)
+    (root / "hf" / "model.safetensors").write_text(weights)
+    (root / "model.json").write_text(json.dumps({"name": root.name, "kind": "local", "path": "hf"}))
+    return root
+
+
+def run_eval_shard(tmp_path: Path, tasks: Path, cache: Path, model: Path, capsys) -> tuple[dict, str]:
+    """`python -m repairrl.evaluate shard` as the evaluate_shard rule runs it, the model served by a stub vLLM."""
+    from .test_gpu_path import stub_vllm
+
+    argv = ["shard", "--tasks", str(tasks), "--model-name", "sft",
+            "--trajectories", str(tmp_path / "journal" / "trajectories-0.jsonl"),
+            "--out", str(tmp_path / "shards" / "predictions-0.jsonl"), "--serve-model", str(model),
+            "--vllm-executable", stub_vllm(tmp_path), "--startup-timeout", "60",
+            "--agent-log", str(tmp_path / "0.agent.log"), "--",
+            "--cache-dir", str(cache), "--sandbox", "unsafe-local", "--unsafe", "--no-progress", "--max-tool-calls", "2"]
+    capsys.readouterr()
+    assert evaluate_main(argv) == 0
+    captured = capsys.readouterr()
+    return json.loads(captured.out.strip().splitlines()[-1]), captured.err
+
+
+def test_a_retrained_models_shard_runs_its_episodes_again_and_the_same_model_resumes(
+    cached_calc_task, tmp_path, capsys
+):
+    from repairrl.agent.run import journal_path
+    from repairrl.records import read_journal
+
+    tasks, cache = cached_calc_task
+    model = prepared_model(tmp_path / "models" / "sft", "weights of the first training")
+    journal = tmp_path / "journal" / "trajectories-0.jsonl"
+    first, _ = run_eval_shard(tmp_path, tasks, cache, model, capsys)
+    assert first["ran"] == 1 and len(read_journal(journal)) == 1
+    assert journal.with_name(journal.name + ".fingerprint.json").is_file()
+
+    again, _ = run_eval_shard(tmp_path, tasks, cache, model, capsys)  # the same inputs: nothing to redo
+    assert again["ran"] == 0 and again["skipped_finished"] == 1
+
+    # A killed shard: its episode never reached either journal. The same inputs resume and run it alone.
+    agent_journal = journal_path(journal.with_name(f".agent-{journal.name}"))
+    journal.write_text("")
+    agent_journal.write_text("")
+    resumed, err = run_eval_shard(tmp_path, tasks, cache, model, capsys)
+    assert resumed["ran"] == 1 and "not resuming" not in err
+
+    prepared_model(model.parent / "sft", "weights of the second training")  # same manifest, new weights
+    retrained, err = run_eval_shard(tmp_path, tasks, cache, model, capsys)
+    assert retrained["ran"] == 1 and retrained["skipped_finished"] == 0
+    assert "evaluate shard 0: not resuming" in err and "input model" in err
+    assert len(read_journal(journal)) == 1 and len(read_journal(agent_journal)) == 1
+
+    other = prepared_model(tmp_path / "models" / "grpo", "weights of the second training")
+    assert run_eval_shard(tmp_path, tasks, cache, other, capsys)[0]["ran"] == 1  # a different model directory

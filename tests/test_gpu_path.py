@@ -362,7 +362,7 @@ def test_step_metrics_combine_every_ranks_episodes():
 def test_only_rank_zero_writes_metrics_csv(tmp_path):
     from types import SimpleNamespace
 
-    from repairrl.grpo.train import MetricsCSVCallback
+    from repairrl.training import MetricsCSVCallback
 
     callback = MetricsCSVCallback(tmp_path / "metrics.csv")
     callback.on_log(None, SimpleNamespace(is_world_process_zero=False, global_step=1), None, logs={"loss": 0.1})

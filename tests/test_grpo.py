@@ -281,6 +281,22 @@ def test_killed_run_resumes_at_its_last_checkpoint(tiny_model_dir, calc_tasks, t
     assert (killed / "final" / "adapter_config.json").is_file()
 
 
+def test_resume_after_the_task_table_changed_trains_from_step_0(tiny_model_dir, calc_tasks, tmp_path, capfd):
+    """The rule always passes --resume: checkpoints of another task table are removed, with their episodes."""
+    tasks, cache = calc_tasks
+    tasks_path = tmp_path / "tasks.jsonl"
+    write_tasks(tasks_path, tasks)
+    out = tmp_path / "grpo"
+    _cli(tiny_model_dir, tasks_path, cache, out, 1, "--resume")
+    write_tasks(tasks_path, tasks[1:])
+    capfd.readouterr()
+    _cli(tiny_model_dir, tasks_path, cache, out, 1, "--resume")
+    assert "grpo: not resuming" in capfd.readouterr().err
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from"] is None and summary["global_step"] == 1 and summary["tasks"] == len(tasks) - 1
+    assert [s for s, _ in _order(out)] == [0]  # the first run's episodes went with its checkpoints
+
+
 def test_each_step_counts_grading_errors_timeouts_and_test_infrastructure_edits(one_step, calc_tasks):
     from repairrl.grpo.rollout import grading_flags, summarize_episodes
 

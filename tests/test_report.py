@@ -177,9 +177,9 @@ def test_swe_bench_verified_needs_five_points():
 
 def test_report_has_a_section_per_task_that_ran(experiment):
     """repo_repair at the experiment's root, file_repair and detection in folders of their own."""
-    from repairrl.data.detection import DetectionSample, write_samples
     from repairrl.evaluate.__main__ import main as evaluate_main
     from repairrl.records import write_jsonl
+    from repairrl.tasks import DetectionSample, write_samples
 
     file_repair = experiment / "file_repair" / "eval" / "mini_eval_python" / "sft"
     (file_repair / "grading").mkdir(parents=True)
@@ -269,3 +269,69 @@ def test_a_local_run_reports_no_gpu_hours_and_its_cpu_hours(experiment):
     assert row["rule"] == "evaluate_shard" and float(row["gpu_hours"]) == 0 and row["gpus"] == "0"
     assert float(row["cpu_hours"]) == pytest.approx(10 / 3600)  # the TSV's cpu_time column
     assert "| evaluate_shard | 1 | 1.000 | 0.003 | 0 | 0.000 |" in out.read_text()
+
+
+# --- training curves ---
+
+
+def write_metrics(path: Path, rows: list[dict]) -> Path:
+    """A metrics.csv as repairrl.training writes it: one row per step, blank where a step logged nothing."""
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+SFT_STEPS = [{"step": 1, "step_s": 0.5, "loss": 2.5, "mean_token_accuracy": 0.3},
+             {"step": 2, "step_s": 0.5, "loss": 2.0, "mean_token_accuracy": 0.4},
+             {"step": 3, "loss": 1.5}]  # a step restored from a checkpoint's log: no wall time, no accuracy
+GRPO_STEPS = [{"step": s, "loss": 0.01 * s, "reward": 0.2 * s, "reward_std": 0.1, "clip_ratio_region_mean": 0.0,
+               "clip_ratio_low_mean": 0.0, "clip_ratio_high_mean": 0.0, "turns_per_episode": 2 + s,
+               "completions_mean_length": 100.0 * s} for s in (1, 2, 3)]
+
+
+def test_training_curves_are_plotted_from_the_metrics_files(experiment, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep each figure to read its data back
+    sft = write_metrics(experiment / "models" / "sft" / "metrics.csv", SFT_STEPS)
+    grpo = write_metrics(experiment / "models" / "grpo" / "metrics.csv", GRPO_STEPS)
+    out = experiment / "report" / "report.md"
+    assert report_main(["--experiment-dir", str(experiment), "--out", str(out), "--sft-metrics", str(sft),
+                        "--grpo-metrics", str(grpo)]) == 0
+    text = out.read_text()
+    for name in ("sft_curves.png", "grpo_curves.png"):
+        assert (out.parent / name).stat().st_size > 1000 and f"]({name})" in text
+
+    def lines(figure) -> list[list[tuple[float, float]]]:
+        return [[tuple(map(float, p)) for p in line.get_xydata()] for ax in figure.axes for line in ax.lines]
+
+    sft_figure = next(f for f in figures if f.texts and f.texts[0].get_text() == "SFT")
+    grpo_figure = next(f for f in figures if f.texts and f.texts[0].get_text() == "GRPO")
+    assert lines(sft_figure) == [[(1, 2.5), (2, 2.0), (3, 1.5)], [(1, 0.3), (2, 0.4)]]
+    reward, loss, clip, *_, turns, tokens = lines(grpo_figure)  # clip: region, low, high
+    assert reward == [(1, 0.2), (2, 0.4), (3, pytest.approx(0.6))]
+    assert loss == [(1, 0.01), (2, 0.02), (3, 0.03)] and clip == [(1, 0.0), (2, 0.0), (3, 0.0)]
+    assert turns == [(1, 3), (2, 4), (3, 5)] and tokens == [(1, 100), (2, 200), (3, 300)]
+    band = grpo_figure.axes[0].collections[0].get_paths()[0].vertices  # reward ± std
+    assert band[:, 1].min() == pytest.approx(0.1) and band[:, 1].max() == pytest.approx(0.7)
+
+
+def test_grpo_curves_show_kl_when_logged_and_say_when_a_stage_logged_no_step(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+    from repairrl.report import plots
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    steps = [{**row, "kl": 0.001 * row["step"]} for row in GRPO_STEPS]
+    plots.draw_grpo_curves(build.read_step_metrics(write_metrics(tmp_path / "grpo.csv", steps)), tmp_path)
+    assert figures[0].axes[2].get_ylabel() == "KL to the reference"
+    assert [y for _, y in figures[0].axes[2].lines[0].get_xydata()] == pytest.approx([0.001, 0.002, 0.003])
+    (tmp_path / "empty.csv").write_text("step\n")  # a resumed run with no step left to do
+    paths = plots.draw_sft_curves(build.read_step_metrics(tmp_path / "empty.csv"), tmp_path)
+    assert next(iter(paths.values())).is_file()
+    assert "no loss logged" in [t.get_text() for t in figures[1].axes[0].texts]

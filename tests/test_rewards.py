@@ -99,8 +99,8 @@ def test_final_patch_reads_every_trajectory_shape(trajectory):
 
 @pytest.mark.parametrize("name", sorted(REWARDS))
 def test_every_reward_is_a_pure_float_in_unit_range(name):
-    from repairrl.data.detection import DetectionSample
     from repairrl.grading.rewards import TASK_REWARDS
+    from repairrl.tasks import DetectionSample
 
     reward = REWARDS[name]
     task, trajectory = TASK, GOLD

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -288,11 +289,12 @@ def test_assistant_only_loss_trains_assistant_turns_and_masks_system_user_and_to
     tiny_model_manifest, tmp_path
 ):
     from datasets import Dataset
-    from repairrl.sft.train import build_trainer, load_base_model
+    from repairrl.models.loading import load_for_training
+    from repairrl.sft.train import build_trainer
 
     config = sft_config(tmp_path / "checkpoints")
     assert config.assistant_only_loss and config.use_cpu and not config.bf16 and not config.fp16
-    model, tokenizer = load_base_model(tiny_model_manifest, config, lora=False)
+    model, tokenizer = load_for_training(tiny_model_manifest, bool(config.bf16), lora=False)
     trainer = build_trainer(model, tokenizer, Dataset.from_list([{"messages": TOOL_CONVERSATION}]), config)
     example = trainer.train_dataset[0]
     input_ids = example["input_ids"]
@@ -326,16 +328,21 @@ def test_train_writes_checkpoints_resumes_to_step_4_and_exports_a_loadable_merge
     out = tmp_path / "sft"
     common = ["--model", str(tiny_model_manifest), "--dataset", str(data), "--out", str(out)]
     common += ["--save-steps", "2", "--max-length", "256", "--lora-r", "4", "--disable-tqdm", "true"]
+    common += ["--tracking", "disabled"]
 
     assert main([*common, "--max-steps", "2"]) == 0
     assert (out / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    assert not (out / "wandb").exists()
 
+    (out / "metrics.csv").unlink()  # as Snakemake deletes a failed job's outputs
     assert main([*common, "--max-steps", "4", "--resume"]) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["global_step"] == 4 and summary["resumed_from"].endswith("checkpoint-2")
     assert summary["method"] == "lora" and summary["precision"] == "fp32"
     state = json.loads((out / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
+    with open(out / "metrics.csv") as handle:  # the whole curve: the first steps from the checkpoint's log
+        assert [int(row["step"]) for row in csv.DictReader(handle) if row["loss"]] == [1, 2, 3, 4]
 
     merged = resolve_model_path(out)
     assert Path(merged).resolve() == (out / "merged").resolve()
@@ -352,3 +359,42 @@ def test_train_writes_checkpoints_resumes_to_step_4_and_exports_a_loadable_merge
     )
     ids = ids["input_ids"] if hasattr(ids, "keys") else ids
     assert model(ids).logits.shape[-1] == len(tokenizer)
+
+
+def test_changed_sft_data_trains_again_from_step_0_and_the_same_data_resumes(tiny_model_manifest, tmp_path, capfd):
+    """The rule always passes --resume: only checkpoints of the same model, data and flags are resumed from.
+    Each run is also an offline wandb run in the study's group (the default tracking)."""
+    from datasets import Dataset
+    from repairrl.sft.train import main
+
+    data = tmp_path / "data"
+    Dataset.from_list([{"messages": TOOL_CONVERSATION}] * 2).save_to_disk(str(data))
+    out = tmp_path / "sft"
+    common = ["--model", str(tiny_model_manifest), "--dataset", str(data), "--out", str(out), "--resume"]
+    common += ["--save-steps", "2", "--max-length", "256", "--lora-r", "4", "--disable-tqdm", "true"]
+    common += ["--tracking-dir", str(tmp_path / "study"), "--tracking-group", "study"]
+
+    def summary() -> dict:
+        return json.loads((out / "train_summary.json").read_text())
+
+    assert main([*common, "--max-steps", "2"]) == 0
+    assert (out / "checkpoints.fingerprint.json").is_file()
+    (run,) = (tmp_path / "study" / "wandb").glob("offline-run-*")
+    (log,) = run.glob("run-*.wandb")
+    assert b"train/loss" in log.read_bytes() and b"study" in log.read_bytes()  # the trainer's logs, the group
+    assert main([*common, "--max-steps", "2"]) == 0  # same inputs: the finished run is resumed, no new steps
+    assert summary()["resumed_from"].endswith("checkpoint-2")
+
+    changed = [{"messages": [*TOOL_CONVERSATION[:-1], {"role": "assistant", "content": "Fixed, differently."}]}]
+    Dataset.from_list(changed * 2).save_to_disk(str(data))
+    capfd.readouterr()
+    assert main([*common, "--max-steps", "2"]) == 0
+    assert "sft: not resuming" in capfd.readouterr().err
+    assert summary()["resumed_from"] is None and summary()["global_step"] == 2
+    state = json.loads((out / "checkpoints" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2]  # trained both steps
+    with open(out / "metrics.csv") as handle:
+        assert [int(row["step"]) for row in csv.DictReader(handle)] == [1, 2]
+
+    assert main([*common, "--max-steps", "2", "--learning-rate", "1e-3"]) == 0  # a flag that changes training
+    assert summary()["resumed_from"] is None

@@ -10,7 +10,6 @@ from functools import partial
 
 import pytest
 from repairrl.agent.run import run_tasks
-from repairrl.data.detection import DetectionSample
 from repairrl.data.loaders import DatasetSpec, load_tasks
 from repairrl.grading.rewards import UnknownRewardError, compose_rewards
 from repairrl.grading.similarity import diff_similarity
@@ -18,7 +17,7 @@ from repairrl.models.backends import ScriptedBackend
 from repairrl.records import read_jsonl, validate_record
 from repairrl.singleturn.episode import make_environment, run_single_turn
 from repairrl.singleturn.file_repair import files_to_repair, is_single_file
-from repairrl.tasks import Task
+from repairrl.tasks import DetectionSample, Task
 
 from .conftest import git
 from .test_grpo import BUGGY, GOLD, calc_tasks, tiny_config, tiny_model_dir  # noqa: F401
@@ -154,8 +153,8 @@ def test_expert_demos_of_single_turn_tasks_answer_what_the_parsers_accept(calc_t
 
 
 def test_sft_selection_keeps_detection_episodes_with_the_right_label(tmp_path):
-    from repairrl.data.detection import write_samples
     from repairrl.sft.dataset import select_sft_rows
+    from repairrl.tasks import write_samples
 
     environment = make_environment("detection")
     right = run_single_turn(environment, VULNERABLE, ScriptedBackend(["<answer>vulnerable</answer>"]))

@@ -265,7 +265,7 @@ def test_grpo_main_stops_before_the_model_loads(tmp_path, monkeypatch, capsys):
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded")
 
-    monkeypatch.setattr(train, "load_policy", no_model)
+    monkeypatch.setattr(train, "load_for_training", no_model)
     code = train.main(["--model", str(tmp_path), "--tasks", str(tmp_path / "tasks.jsonl"), "--out",
                        str(tmp_path / "out"), "--rewards", "resolved=1.0", "--report-to", "none"])  # fmt: skip
     assert code == 1

@@ -96,8 +96,15 @@ def test_embedded_dag_trains_evaluates_and_reports_every_model(embedded_run):
     }
     report = (results / "report" / "report.md").read_text()
     assert "| benchmark | base | sft | grpo |" in report and "expert demonstrations" in report
-    for plot in ("resolve_rate", "episode_rates", "tool_use", "turns_tokens"):
+    for plot in ("resolve_rate", "episode_rates", "tool_use", "turns_tokens", "sft_curves", "grpo_curves"):
         assert (results / "report" / f"{plot}.png").stat().st_size > 1000
+    compute = (results / "report" / "compute.csv").read_text()
+    assert "gpu_hours" in compute.splitlines()[0]
+    # A local CPU run had no GPUs: every rule's GPU-hours are 0.
+    gpu_column = compute.splitlines()[0].split(",").index("gpu_hours")
+    assert all(float(line.split(",")[gpu_column]) == 0 for line in compute.splitlines()[1:] if line)
+    # SFT and GRPO logged to wandb offline, in the study's folder.
+    assert len(list((results / "wandb").glob("offline-run-*"))) >= 2
 
 
 @pytest.mark.slow

@@ -1,12 +1,21 @@
-"""The one task schema that every dataset loader produces and every later stage consumes.
+"""The task schemas that every dataset loader produces and every later stage consumes, and the task kinds.
 
-Field names follow our own conventions; the SWE-bench row names (FAIL_TO_PASS, patch, ...) are mapped by the
-loaders in `repairrl.data`, which is where each dataset's quirks end.
+A repair task (`Task`) is one schema for every repair dataset; a detection task (`DetectionSample`) is one C/C++
+function and its label. Field names follow our own conventions; the SWE-bench and PrimeVul row names
+(FAIL_TO_PASS, patch, target, func, ...) are mapped by the loaders in `repairrl.data`, which is where each
+dataset's quirks end.
+
+A task kind (verifiers style: data + a prompt + a parser; its rewards live in `repairrl.grading.rewards`):
+
+    repo_repair   the agent in a sandbox (repairrl.agent.loop), many turns
+    file_repair   the issue and the files to change -> search/replace edits -> a unified diff (repairrl.singleturn)
+    detection     one function -> <answer>vulnerable|benign</answer> (repairrl.singleturn)
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +29,25 @@ LANGUAGES = ("python", "java")
 #   swebench    - the row's eval script in the instance image, logs parsed by swebench's own parsers
 #   gitbug-java - the GitBug-Java tool (`gitbug-java run`)
 TEST_FRAMEWORKS = ("pytest", "junit4", "swebench", "gitbug-java")
+
+TASK_KINDS = ("repo_repair", "file_repair", "detection")
+SINGLE_TURN_KINDS = ("file_repair", "detection")
+# The dataset formats each task kind reads (config `datasets.<name>.format`).
+DATA_FORMATS = {
+    "repo_repair": ("swe-bench", "swe-gym", "gitbug-java", "mini"),
+    "file_repair": ("swe-bench", "swe-gym", "gitbug-java", "mini"),
+    "detection": ("primevul", "detection-mini"),
+}
+
+
+class UnknownTaskKindError(ValueError):
+    """A task kind that is not one of TASK_KINDS."""
+
+
+def check_task_kind(kind: str) -> str:
+    if kind not in TASK_KINDS:
+        raise UnknownTaskKindError(f"task {kind!r}: choose one of {', '.join(TASK_KINDS)}")
+    return kind
 
 
 @dataclass(frozen=True)
@@ -81,3 +109,51 @@ def write_tasks(path: str | Path, tasks: list[Task]) -> int:
 
 def read_tasks(path: str | Path) -> list[Task]:
     return [Task.from_record(r, where=f"{path}:{i}") for i, r in enumerate(read_jsonl(path), start=1)]
+
+
+@dataclass(frozen=True)
+class DetectionSample:
+    sample_id: str
+    dataset: str
+    code: str
+    label: str  # vulnerable | benign
+    cwe: list[str]
+    project: str | None
+    commit_id: str | None
+    pair_id: str | None
+    language: str = "c"
+    split: str = "test"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict, where: str = "detection sample") -> DetectionSample:
+        validate_record(record, "detection_sample", where)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+    # Trajectory, episode and prediction records are keyed by `instance_id` and name a `repo`, whatever the
+    # task; these let a sample stand where a repair task does, without writing the fields twice on disk.
+    @property
+    def instance_id(self) -> str:
+        return self.sample_id
+
+    @property
+    def repo(self) -> str:
+        return self.project or self.dataset
+
+
+def write_samples(path: str | Path, samples: Iterable[DetectionSample]) -> int:
+    return write_jsonl(path, (s.to_record() for s in samples))
+
+
+def read_samples(path: str | Path) -> list[DetectionSample]:
+    records = read_jsonl(path)
+    return [DetectionSample.from_record(r, where=f"{path}:{i}") for i, r in enumerate(records, start=1)]
+
+
+def read_task_table(path: str | Path, kind: str) -> list[Task] | list[DetectionSample]:
+    """The task table of a task kind: repair tasks or detection samples."""
+    return read_samples(path) if check_task_kind(kind) == "detection" else read_tasks(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from repairrl.singleturn.episode import DATA_FORMATS
+from repairrl.tasks import DATA_FORMATS
 
 RESULTS = config["results_dir"]
 LOGS = config.get("logs_dir", "logs")

@@ -37,7 +37,8 @@ rule evaluate_shard:
     benchmark:
         f"{TASK_DIR}/benchmarks/evaluate_shard/{{dataset}}-{{model}}-{{shard}}.tsv"
     params:
-        # Not an output: a failed job's outputs are deleted, and this journal is what a killed shard resumes from.
+        # Not an output: a failed job's outputs are deleted, and this journal is what a killed shard resumes from;
+        # it is resumed only for the same model weights, tasks and agent flags (its .fingerprint.json).
         journal=lambda wildcards: task_path(
             "eval", wildcards.dataset, wildcards.model, "journal", f"trajectories-{wildcards.shard}.jsonl"
         ),

@@ -28,7 +28,11 @@ rule grpo:
         cache=lambda wildcards: dataset_cache(stage_dataset("grpo")),
     output:
         manifest=f"{TASK_DIR}/models/grpo/model.json",
+        merged=directory(f"{TASK_DIR}/models/grpo/merged"),
+        final=directory(f"{TASK_DIR}/models/grpo/final"),
         metrics=f"{TASK_DIR}/models/grpo/metrics.csv",
+        episodes=f"{TASK_DIR}/models/grpo/episodes.jsonl",
+        summary=f"{TASK_DIR}/models/grpo/train_summary.json",
     log:
         main=f"{TASK_LOGS}/grpo.log",
     benchmark:
@@ -55,12 +59,14 @@ rule grpo:
             }
         ),
         train=cli_flags(stage("grpo").get("train", {})),
+        tracking=tracking_flags("grpo"),
         cache_dir=CACHE["dir"],
     resources:
         slurm_partition=cluster_partition("gpu"),
         slurm_account=cluster_account(),
     shell:
-        # --resume continues the step count and data order of a killed or preempted run.
+        # --resume continues the step count and data order of a killed or preempted run; checkpoints of another
+        # model, task table or flags (checkpoints.fingerprint.json) are removed and training starts at step 0.
         "{params.server} {params.launcher} repairrl.grpo.train --task {TASK} --model {params.model_dir} --tasks {input.tasks} "
         "--cache-dir {params.cache_dir} --out {params.out_dir} --algorithm {params.algorithm} "
-        "--rewards {params.rewards} --resume {params.episode} {params.train} > {log.main} 2>&1"
+        "--rewards {params.rewards} --resume {params.episode} {params.tracking} {params.train} > {log.main} 2>&1"

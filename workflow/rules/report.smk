@@ -18,6 +18,7 @@ def report_inputs(wildcards):
     }
     if stage_enabled("sft"):
         inputs["sft_stats"] = task_path("sft", "dataset_stats.json")
+        inputs["sft_metrics"] = task_path("models", "sft", "metrics.csv")
     if stage_enabled("grpo"):
         inputs["grpo_metrics"] = task_path("models", "grpo", "metrics.csv")
     return inputs
@@ -34,7 +35,18 @@ def report_outputs():
                                                                    "turns_tokens"]
     for plot in plots:
         outputs[plot] = report(task_path("report", f"{plot}.png"), caption=f"../report/{plot}.rst", category="Plots")
+    for stage_name in ("sft", "grpo"):
+        if stage_enabled(stage_name):
+            outputs[f"{stage_name}_curves"] = report(task_path("report", f"{stage_name}_curves.png"),
+                                                     caption=f"../report/{stage_name}_curves.rst",
+                                                     category="Training")
     return outputs
+
+
+def training_curves(wildcards, input):
+    """The metrics.csv of each training stage that ran, for the report's training-curve plots."""
+    return " ".join(f"--{name.replace('_', '-')} {input[name]}" for name in ("sft_metrics", "grpo_metrics")
+                    if name in input.keys())
 
 
 def gpu_profile(wildcards):
@@ -55,9 +67,11 @@ rule report:
     params:
         study_dir=STUDY_DIR,
         gpu_profile=gpu_profile,
+        curves=training_curves,
+        tracking=tracking_flags("report"),
     resources:
         slurm_partition=cluster_partition(),
         slurm_account=cluster_account(),
     shell:
         "python -m repairrl.report --experiment-dir {params.study_dir} --task {TASK} "
-        "{params.gpu_profile} --out {output.md} > {log} 2>&1"
+        "{params.gpu_profile} {params.curves} {params.tracking} --out {output.md} > {log} 2>&1"

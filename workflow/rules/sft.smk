@@ -1,6 +1,17 @@
 # Stage 2-3: SFT data by best-of-N agent rollouts of a teacher, then LoRA SFT on the kept trajectories.
 
 
+def tracking_flags(stage_name):
+    """wandb for sft, grpo and the report: one group per study, offline runs under results/<exp>/wandb."""
+    tracking = config.get("tracking", {})
+    flags = {"tracking": tracking.get("wandb", "offline"), "tracking_group": tracking.get("group", EXPERIMENT)}
+    if stage_name == "report":  # the report writes under --experiment-dir, the study's folder
+        flags["wandb_project"] = tracking.get("project")
+    else:
+        flags.update(tracking_dir=STUDY_DIR, tracking_project=tracking.get("project"))
+    return cli_flags(flags)
+
+
 def sft_teacher():
     return stage("sft").get("teacher", "base")
 
@@ -33,7 +44,7 @@ rule sft_rollouts:
         f"{TASK_DIR}/benchmarks/sft_rollouts/{{shard}}.tsv"
     params:
         # The journal is not an output: Snakemake deletes a failed job's outputs, and the journal is what
-        # lets a killed shard resume where it stopped.
+        # lets a killed shard resume where it stopped (only with the same teacher, tasks and agent flags).
         journal=lambda wildcards: task_path("sft", "rollouts", f"trajectories-{wildcards.shard}.jsonl"),
         num_shards=lambda wildcards: int(stage("sft").get("shards", 1)),
         serve=lambda wildcards: serve_flags(sft_teacher()),
@@ -97,20 +108,25 @@ rule sft:
         model=lambda wildcards: model_manifest("base"),
         data=rules.sft_dataset.output.data,
     output:
-        f"{TASK_DIR}/models/sft/model.json",
+        manifest=f"{TASK_DIR}/models/sft/model.json",
+        merged=directory(f"{TASK_DIR}/models/sft/merged"),
+        metrics=f"{TASK_DIR}/models/sft/metrics.csv",
+        summary=f"{TASK_DIR}/models/sft/train_summary.json",
     log:
         f"{TASK_LOGS}/sft.log",
     benchmark:
         f"{TASK_DIR}/benchmarks/sft/sft.tsv"
     params:
         model_dir=lambda wildcards, input: os.path.dirname(input.model),
-        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
         launcher=stage("sft").get("launcher", "python -m"),
         train=cli_flags(stage("sft").get("train", {})),
+        tracking=tracking_flags("sft"),
     resources:
         slurm_partition=cluster_partition("gpu"),
         slurm_account=cluster_account(),
     shell:
-        # --resume continues from the last checkpoint of a killed or preempted run (a no-op on a fresh one).
+        # --resume continues a killed or preempted run from its last checkpoint; checkpoints of another model,
+        # dataset or flags (checkpoints.fingerprint.json) are removed and training starts at step 0.
         "{params.launcher} repairrl.sft.train --model {params.model_dir} --dataset {input.data} "
-        "--out {params.out_dir} --resume {params.train} > {log} 2>&1"
+        "--out {params.out_dir} --resume {params.tracking} {params.train} > {log} 2>&1"

@@ -18,6 +18,7 @@ from repairrl.models.backends import ChatBackend, EndpointUnavailableError, Mode
 from repairrl.repos import WorktreeDiffError, snapshot_git_dir, worktree_diff
 from repairrl.sandbox.base import Sandbox, SandboxError, SandboxLimitError
 from repairrl.tasks import Task
+from repairrl.trajectories import trajectory_record
 
 STOP_REASONS = ("no_tool_call", "max_tool_calls", "max_tokens", "timeout", "model_error", "sandbox_limit", "error")
 
@@ -176,29 +177,4 @@ def _run_episode(task: Task, backend: ChatBackend, sandbox: Sandbox, workdir: Pa
         },
         # The system prompt is messages[0]; the mount point is the one the model was shown.
         config={**{k: v for k, v in asdict(config).items() if k != "system_prompt"}, "repo_path": repo_path},
-    )
-
-
-def trajectory_record(task, sample: int, seed: int | None, model: str, *, stop_reason: str, error: str | None,
-                      messages: list[dict], tool_calls: list[dict], tool_stats: dict | None, diff: str, trace,
-                      tokens: dict, timings: dict, config: dict | None, status: str = "ok") -> dict:
-    """One episode's record (workflow/schemas/trajectory.schema.yaml), whoever ran the episode."""
-    return {
-        "instance_id": task.instance_id, "repo": task.repo, "sample": sample, "seed": seed, "model": model,
-        "status": status, "stop_reason": stop_reason, "error": error, "messages": messages,
-        "tool_calls": tool_calls, "tool_stats": tool_stats, "diff": diff,
-        "token_source": trace.source if trace is not None else "text_only",
-        "token_ids": trace.token_ids if trace is not None else [],
-        "loss_mask": trace.loss_mask if trace is not None else [],
-        "logprobs": trace.logprobs if trace is not None else [],
-        "tokens": tokens, "timings": timings, "config": config,
-    }
-
-
-def failed_record(task: Task, sample: int, model: str, error: str, seed: int | None = None) -> dict:
-    """The record of an episode that could not run (no working copy, a crash): the stage records it and goes on."""
-    return trajectory_record(
-        task, sample, seed, model, status="failed", stop_reason="error", error=error, messages=[], tool_calls=[],
-        tool_stats=None, diff="", trace=None, tokens={"context": 0, "completion": 0, "turns": 0},
-        timings={"model_s": 0.0, "tool_s": 0.0, "command_s": 0.0, "diff_s": 0.0, "total_s": 0.0}, config=None,
     )

@@ -24,20 +24,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from repairrl.agent.loop import AgentConfig, failed_record, run_episode
+from repairrl.agent.loop import AgentConfig, run_episode
 from repairrl.models.backends import ChatBackend, EndpointUnavailableError, SamplingParams, make_backend
 from repairrl.records import append_jsonl, read_journal, validate_record, write_jsonl
 from repairrl.repos import anonymous_worktree_path
 from repairrl.sandbox.base import Sandbox, SandboxLimits
 from repairrl.scratch import make_scratch
-from repairrl.singleturn.episode import (
-    TASK_KINDS,
-    SingleTurnEnvironment,
-    make_environment,
-    read_task_table,
-    run_single_turn,
-)
-from repairrl.tasks import Task
+from repairrl.singleturn.episode import SingleTurnEnvironment, make_environment, run_single_turn
+from repairrl.tasks import TASK_KINDS, Task, read_task_table
+from repairrl.trajectories import failed_record
 
 # (task, destination) -> the working copy; (working copy, task) -> an open-able sandbox on it.
 PrepareWorktree = Callable[[Task, Path], Path]

@@ -15,12 +15,11 @@ import dataclasses
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, NamedTuple
+from pathlib import PurePosixPath
+from typing import NamedTuple
 
 from repairrl.data.loaders import BadRows, DatasetError, DatasetSpec, read_rows
-from repairrl.records import read_jsonl, validate_record, write_jsonl
+from repairrl.tasks import DetectionSample
 
 DETECTION_FORMATS = ("primevul", "detection-mini")
 DETECTION_LANGUAGES = ("c", "cpp")
@@ -43,49 +42,6 @@ NONE_STRING_FIELDS = (
 HASH_FIELDS = ("func_hash", "file_hash")
 # Dataset fields worth keeping with a sample; the rest (hashes of whole files, NVD urls) only add weight.
 EXTRA_FIELDS = ("idx", "cve", "cve_desc", "file_name", "func_hash", "commit_url", "commit_message")
-
-
-@dataclass(frozen=True)
-class DetectionSample:
-    sample_id: str
-    dataset: str
-    code: str
-    label: str  # vulnerable | benign
-    cwe: list[str]
-    project: str | None
-    commit_id: str | None
-    pair_id: str | None
-    language: str = "c"
-    split: str = "test"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_record(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_record(cls, record: dict, where: str = "detection sample") -> DetectionSample:
-        validate_record(record, "detection_sample", where)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in known})
-
-    # Trajectory, episode and prediction records are keyed by `instance_id` and name a `repo`, whatever the
-    # task; these let a sample stand where a repair task does, without writing the fields twice on disk.
-    @property
-    def instance_id(self) -> str:
-        return self.sample_id
-
-    @property
-    def repo(self) -> str:
-        return self.project or self.dataset
-
-
-def write_samples(path: str | Path, samples: Iterable[DetectionSample]) -> int:
-    return write_jsonl(path, (s.to_record() for s in samples))
-
-
-def read_samples(path: str | Path) -> list[DetectionSample]:
-    records = read_jsonl(path)
-    return [DetectionSample.from_record(r, where=f"{path}:{i}") for i, r in enumerate(records, start=1)]
 
 
 class DetectionLoadResult(NamedTuple):

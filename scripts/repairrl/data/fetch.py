@@ -16,8 +16,7 @@ from pathlib import Path
 
 from repairrl.data.loaders import DatasetError, DatasetSpec, load_tasks
 from repairrl.records import write_jsonl
-from repairrl.singleturn.episode import DATA_FORMATS
-from repairrl.tasks import write_tasks
+from repairrl.tasks import DATA_FORMATS, write_tasks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +41,8 @@ def fetch(args: argparse.Namespace) -> int:
         entry = {**entry, "source": {**entry.get("source", {}), "path": args.path}}
     spec = DatasetSpec.from_config(args.dataset, entry)
     if spec.format in DATA_FORMATS["detection"]:
-        from repairrl.data.detection import load_detection_samples, write_samples
+        from repairrl.data.detection import load_detection_samples
+        from repairrl.tasks import write_samples
 
         samples, skipped = load_detection_samples(spec)
         write_jsonl(args.skipped, skipped)

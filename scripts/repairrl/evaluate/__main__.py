@@ -33,12 +33,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from repairrl.agent.run import journal_path
 from repairrl.evaluate import harness, predictions
 from repairrl.evaluate.gitbug import GitBugJavaConfig, run_gitbug_harness
+from repairrl.fingerprint import claim_state
 from repairrl.grading.run_evaluation import read_predictions
 from repairrl.records import atomic_write, read_journal, read_jsonl
-from repairrl.singleturn.episode import TASK_KINDS, read_task_table
-from repairrl.tasks import Task, read_tasks, write_tasks
+from repairrl.tasks import TASK_KINDS, Task, read_task_table, read_tasks, write_tasks
 
 
 class AgentRunError(RuntimeError):
@@ -123,8 +124,13 @@ def cmd_shard(args: argparse.Namespace) -> int:
     if agent_args[:1] == ["--"]:
         agent_args = agent_args[1:]
 
+    agent_out = args.trajectories.with_name(f".agent-{args.trajectories.name}")
+    # The shard's journal and the agent's own (which it skips finished episodes by) hold one model's episodes.
+    fingerprint = predictions.shard_fingerprint(tasks, args.model_name, agent_args, args.serve_model)
+    claim_state(args.trajectories, fingerprint, also=[agent_out, journal_path(agent_out)],
+                what=f"evaluate shard {args.shard}")
+
     def go(base_url: str | None) -> dict:
-        agent_out = args.trajectories.with_name(f".agent-{args.trajectories.name}")
         runner = agent_cli_runner(agent_args, args.batch_size, base_url, args.agent_log, agent_out)
         return predictions.run_shard(tasks, runner, args.trajectories, args.out, args.model_name)
 
@@ -158,8 +164,8 @@ def cmd_predictions(args: argparse.Namespace) -> int:
 
 
 def cmd_detection(args: argparse.Namespace) -> int:
-    from repairrl.data.detection import read_samples
     from repairrl.singleturn.detection import detection_metrics
+    from repairrl.tasks import read_samples
 
     samples = read_samples(args.tasks)
     rows = read_jsonl(args.predictions)
@@ -238,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     shard.add_argument("--model-name", required=True, help="model_name_or_path of the predictions")
     shard.add_argument("--task", choices=TASK_KINDS, default="repo_repair", help="what the task table holds")
     shard.add_argument(
-        "--trajectories", required=True, type=Path, help="the shard's trajectory journal (resumed)"
+        "--trajectories", required=True, type=Path,
+        help="the shard's trajectory journal (resumed if written by the same model, tasks and agent flags)",
     )
     shard.add_argument("--out", required=True, type=Path, help="the shard's predictions (.jsonl)")
     shard.add_argument("--batch-size", type=int, default=8, help="tasks per agent call")

@@ -8,16 +8,21 @@ A prediction is swebench's record: `instance_id`, `model_name_or_path`, `model_p
 the task table (by a hash of the instance id, so adding a task never moves the others between shards).
 
 Resuming: the trajectory journal is append-only (`repairrl.records.append_jsonl`), so a task that already has a
-trajectory there is finished and `pending_tasks` leaves it out; `run_shard` runs the agent on the rest only.
+trajectory there is finished and `pending_tasks` leaves it out; `run_shard` runs the agent on the rest only. The
+journal is only resumed when it was written by the same model (weights included), on the same tasks, with the same
+agent flags (`shard_fingerprint`, recorded beside it): a retrained model's shard starts from no episodes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+from repairrl.fingerprint import model_signature, stage_fingerprint
 from repairrl.records import append_jsonl, read_journal, validate_record, write_jsonl
 from repairrl.tasks import Task
 
@@ -100,6 +105,38 @@ def end_torn_line(path: Path) -> None:
             handle.seek(-1, os.SEEK_END)
             if handle.read(1) != b"\n":
                 handle.write(b"\n")
+
+
+# Agent flags that say where things are or how many run at once, not which episodes come out; `--model` is keyed
+# by its weights instead, `--base-url` changes with every server's port.
+NOT_EPISODE_FLAGS = ("--workers", "--no-progress", "--cache-dir", "--work-root", "--keep-worktrees", "--base-url",
+                     "--batch-size", "--model")
+
+
+def flag_values(args: Sequence[str]) -> dict[str, list[str]]:
+    """`--flag v1 v2 --switch` as {"--flag": ["v1", "v2"], "--switch": []} (`--flag=v` too)."""
+    flags: dict[str, list[str]] = {}
+    current = None
+    for arg in args:
+        if arg.startswith("--"):
+            current, _, value = arg.partition("=")
+            flags[current] = [value] if value else []
+        elif current is not None:
+            flags[current].append(arg)
+    return flags
+
+
+def shard_fingerprint(tasks: Iterable[Task], model_name: str, agent_args: Sequence[str],
+                      model_dir: str | None) -> dict:
+    """What a shard's episodes come from: its tasks, the model (its manifest and weights) and the agent's flags."""
+    flags = flag_values(agent_args)
+    model = model_dir or next(iter(flags.get("--model", [])), None)
+    task_rows = json.dumps([dataclasses.asdict(task) for task in tasks], sort_keys=True, default=str)
+    inputs = {"tasks": hashlib.sha256(task_rows.encode()).hexdigest(),
+              "model": model_signature(model) if model else model_name}
+    params = {"model_name": model_name,
+              **{flag.removeprefix("--"): values for flag, values in flags.items() if flag not in NOT_EPISODE_FLAGS}}
+    return stage_fingerprint(inputs, params)
 
 
 # An episode runner takes the pending tasks and yields one trajectory record per finished task, as it finishes.

@@ -120,7 +120,7 @@ REWARDS: dict[str, RewardFn] = {
     "correct_label": correct_label,
     "answer_format": answer_format,
 }
-# The rewards each task kind can use (repairrl.singleturn.episode.TASK_KINDS).
+# The rewards each task kind can use (repairrl.tasks.TASK_KINDS).
 REPAIR_REWARDS = frozenset({"similarity", "resolved", "patch_applies", "nonempty_patch", "test_tampering"})
 TASK_REWARDS = {"repo_repair": REPAIR_REWARDS, "file_repair": REPAIR_REWARDS,
                 "detection": frozenset({"correct_label", "answer_format"})}

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repairrl.agent.loop import SYSTEM_PROMPT, AgentConfig, failed_record, run_episode
+from repairrl.agent.loop import SYSTEM_PROMPT, AgentConfig, run_episode
 from repairrl.agent.tools import COMMAND_KINDS, TOOL_SCHEMAS, TOOLS
 from repairrl.grading.infrastructure import test_infrastructure_edits
 from repairrl.grading.rewards import compose_rewards
@@ -49,8 +49,9 @@ from repairrl.records import append_jsonl, validate_record
 from repairrl.repos import anonymous_worktree_path
 from repairrl.sandbox.base import Sandbox, SandboxLimits
 from repairrl.scratch import make_scratch
-from repairrl.singleturn.episode import SINGLE_TURN_KINDS, check_task_kind, make_environment, run_single_turn
-from repairrl.tasks import Task
+from repairrl.singleturn.episode import make_environment, run_single_turn
+from repairrl.tasks import SINGLE_TURN_KINDS, Task, check_task_kind
+from repairrl.trajectories import failed_record
 
 # A backend for one rollout call, built from the trainer (so it can use the current policy weights).
 BackendFactory = Callable[[Any], Any]  # trainer -> context manager yielding a ChatBackend

@@ -21,10 +21,13 @@ Every GRPOConfig field is a flag too (`--learning-rate`, `--beta`, `--temperatur
 unless --epsilon is given); dr_grpo = Dr. GRPO's loss with unscaled rewards; grpo = token-level, per-sequence mean.
 
 Outputs under `--out`:
-    checkpoints/checkpoint-<step>/   every --save-steps steps; --resume continues the step count and data order
+    checkpoints/checkpoint-<step>/   every --save-steps steps; --resume continues the step count and data order,
+                                     if they were trained from the same model, tasks and flags
+                                     (checkpoints.fingerprint.json); otherwise the run starts at step 0
     final/                           the trained adapter (LoRA) or model (--full)
     merged/ + model.json             the merged model and its manifest: `resolve_model_path(OUT)` loads it
-    metrics.csv                      one row per step (grpo_metrics schema); wandb too when installed (offline)
+    metrics.csv                      one row per step; the same logs go to wandb, offline by default
+                                     (--tracking offline|online|disabled, --tracking-dir, --tracking-group)
     episodes.jsonl                   one record per episode: reward and its components, errors, tools, timings
     train_summary.json
 
@@ -36,7 +39,6 @@ and a large one means the token trace does not line up with what the trainer sco
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import os
@@ -47,15 +49,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
+from repairrl.fingerprint import (
+    NOT_STATE_FIELDS,
+    changed_fields,
+    claim_state_once,
+    model_signature,
+    path_signature,
+    stage_fingerprint,
+)
 from repairrl.grpo.rollout import AgentRollout, RolloutConfig, component_reward_funcs
+from repairrl.models.export import export_merged_model
+from repairrl.models.loading import load_for_training
 from repairrl.records import atomic_write
 from repairrl.sandbox.base import SandboxLimits
+from repairrl.training import (
+    METRICS,
+    TRACKING_FIELDS,
+    MetricsCSVCallback,
+    TrackingArguments,
+    checkpoint_step,
+    finish_tracking,
+    last_checkpoint,
+    start_tracking,
+)
 
 ALGORITHMS = ("gspo", "dr_grpo", "grpo")
-CHECKPOINTS, FINAL, METRICS, EPISODES = "checkpoints", "final", "metrics.csv", "episodes.jsonl"
+CHECKPOINTS, FINAL, EPISODES = "checkpoints", "final", "episodes.jsonl"
 
 
 class GRPOSetupError(RuntimeError):
@@ -67,7 +88,7 @@ class PolicySyncError(RuntimeError):
 
 
 @dataclass
-class GRPOScriptArguments:
+class GRPOScriptArguments(TrackingArguments):
     """What to train on and where to write it: the stage's own flags (the trainer's are RepairGRPOConfig's)."""
 
     model: str = field(metadata={"help": "manifest directory of the prepared model (SFT output or base)"})
@@ -129,7 +150,6 @@ class RepairGRPOConfig(GRPOConfig):
     logging_steps: float = field(default=1, metadata={"help": "steps between log lines"})
     disable_dropout: bool = field(default=True, metadata={"help": "dropout would make the trainer's logprobs "
                                   "differ from the sampler's"})
-    report_to: str | None = field(default=None, metadata={"help": "default: wandb (offline) if installed, else none"})
 
     def __post_init__(self):
         if self.algorithm not in ALGORITHMS:
@@ -157,11 +177,6 @@ class RepairGRPOConfig(GRPOConfig):
             self.fp16 = not self.bf16
         if torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None:
             self.use_liger_kernel = True
-        if self.report_to is None:
-            wandb = importlib.util.find_spec("wandb") is not None
-            if wandb:
-                os.environ.setdefault("WANDB_MODE", "offline")
-            self.report_to = ["wandb"] if wandb else "none"
         super().__post_init__()
 
 
@@ -293,58 +308,6 @@ def combine_step_stats(summaries: list[dict]) -> dict:
     return combined
 
 
-class MetricsCSVCallback(TrainerCallback):
-    """One CSV row per logged step: TRL's metrics, the agent's, and the step's wall-time split."""
-
-    def __init__(self, path: Path, resume_step: int = 0):
-        self.path = Path(path)
-        self.rows: list[dict] = []
-        if resume_step and self.path.is_file():
-            with open(self.path, newline="") as handle:  # drop steps after the checkpoint: they are redone
-                self.rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resume_step]
-        self._step_started = None
-        self._step_seconds: list[float] = []
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._step_started = time.monotonic()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._step_started is not None:
-            self._step_seconds.append(time.monotonic() - self._step_started)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero:  # one writer; the agent metrics are already reduced over the ranks
-            return
-        if not logs or "loss" not in logs:  # the final summary line has train_loss etc., not a step
-            return
-        step_s = sum(self._step_seconds) / max(len(self._step_seconds), 1)
-        self._step_seconds = []
-        row = {"step": state.global_step, "step_s": round(step_s, 4)}
-        for key, value in logs.items():
-            name = key.removeprefix("agent/").replace("/", "_")
-            row[name] = value
-        if "rollout_s" in row:
-            row["training_s"] = round(max(step_s - float(row["rollout_s"]), 0.0), 4)
-        self.rows.append(row)
-        columns = list(dict.fromkeys(k for r in self.rows for k in r))
-        with atomic_write(self.path) as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, restval="")
-            writer.writeheader()
-            writer.writerows(self.rows)
-
-
-def load_policy(manifest_dir: str | Path, config: GRPOConfig, lora: bool):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from repairrl.models.loading import resolve_model_path
-
-    path = resolve_model_path(manifest_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    dtype = torch.bfloat16 if (lora and config.bf16) else torch.float32
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), tokenizer
-
-
 def lora_config(args: GRPOScriptArguments):
     from peft import LoraConfig
 
@@ -382,14 +345,14 @@ def openai_backend_factory(config: RepairGRPOConfig, rollout_config: RolloutConf
 
 def build_trainer(model, tokenizer, tasks: list, config: RepairGRPOConfig, rollout_config: RolloutConfig,
                   peft_config=None, backend_factory=None, open_sandbox=None, prepare_worktree=None,
-                  metrics_path: Path | None = None, resume_step: int = 0) -> AgentGRPOTrainer:
+                  metrics_path: Path | None = None, resume_from: str | None = None) -> AgentGRPOTrainer:
     """The stage's trainer; tests build it the same way with a tiny model and a scripted sandbox."""
     if backend_factory is None and config.generation == "vllm":
         backend_factory = openai_backend_factory(config, rollout_config)
     rollout = AgentRollout(tasks, rollout_config, backend_factory, open_sandbox, prepare_worktree)
     reward_funcs, weights = component_reward_funcs(rollout_config.rewards)
     config.reward_weights = weights
-    callbacks = [MetricsCSVCallback(metrics_path, resume_step)] if metrics_path else []
+    callbacks = [MetricsCSVCallback(metrics_path, resume_from)] if metrics_path else []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*rollout_func.*experimental.*")
         return AgentGRPOTrainer(model=model, reward_funcs=reward_funcs, args=config, train_dataset=task_dataset(tasks),
@@ -414,12 +377,6 @@ def rollout_config_from(args: GRPOScriptArguments, config: RepairGRPOConfig, out
     )
 
 
-def last_checkpoint(checkpoint_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
-
-
 def truncate_journal(path: Path, after_step: int) -> None:
     """On resume, forget the episodes of steps after the checkpoint: they are run again."""
     from repairrl.records import read_journal, write_jsonl
@@ -428,29 +385,43 @@ def truncate_journal(path: Path, after_step: int) -> None:
         write_jsonl(path, [r for r in read_journal(path) if r.get("step", 0) < after_step])
 
 
+# Script flags that say where things are or how many run at once, not what is trained.
+NOT_STATE_ARGS = ("model", "tasks", "out", "resume", "cache_dir", "work_root", "rollout_workers",
+                  *TRACKING_FIELDS)
+
+
+def grpo_fingerprint(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
+    """What the checkpoints (and the episode journal and metrics that go with them) are trained from."""
+    inputs = {"model": model_signature(args.model), "tasks": path_signature(args.tasks)}
+    script = {k: v for k, v in vars(args).items() if k not in NOT_STATE_ARGS}
+    # The default is built with this run's batch shape: TRL's defaults need not divide over its processes.
+    batch = {k: getattr(config, k) for k in ("tasks_per_step", "num_generations", "per_device_train_batch_size")}
+    default = type(config)(output_dir=config.output_dir, generation="inprocess", **batch)
+    return stage_fingerprint(inputs, {**script, **batch, **changed_fields(config, default, NOT_STATE_FIELDS)})
+
+
 def train_grpo(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
     from repairrl.grading.rewards import check_rewards_computable
-    from repairrl.sft.train import export_merged_model
-    from repairrl.singleturn.episode import read_task_table
+    from repairrl.tasks import read_task_table
 
     out_dir = Path(args.out)
     lora = args.lora and not args.full
     tasks = read_task_table(args.tasks, args.task)
     # Before the model loads: a reward the grader cannot compute would train on zeros.
     check_rewards_computable(parse_rewards(args.rewards), args.task, tasks, args.sandbox)
+    claim_state_once(config.output_dir, grpo_fingerprint(args, config), what="grpo", resume=args.resume)
     resume_from = last_checkpoint(Path(config.output_dir)) if args.resume else None
     if args.resume and resume_from is None:
         print(f"--resume: no checkpoint under {config.output_dir} yet, starting from step 0", file=sys.stderr)
-    resume_step = int(Path(resume_from).name.rsplit("-", 1)[1]) if resume_from else 0
     if not resume_from:
         (out_dir / EPISODES).unlink(missing_ok=True)
         (out_dir / METRICS).unlink(missing_ok=True)
     else:
-        truncate_journal(out_dir / EPISODES, resume_step)
-    model, tokenizer = load_policy(args.model, config, lora)
+        truncate_journal(out_dir / EPISODES, checkpoint_step(resume_from))
+    model, tokenizer = load_for_training(args.model, bool(config.bf16), lora)
     rollout_config = rollout_config_from(args, config, out_dir)
     trainer = build_trainer(model, tokenizer, tasks, config, rollout_config, lora_config(args) if lora else None,
-                            metrics_path=out_dir / METRICS, resume_step=resume_step)
+                            metrics_path=out_dir / METRICS, resume_from=resume_from)
     started = time.monotonic()
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.monotonic() - started
@@ -465,6 +436,7 @@ def train_grpo(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
         export_merged_model(trainer, tokenizer, tokenizer.chat_template, out_dir, args.model)
         with atomic_write(out_dir / "train_summary.json") as handle:
             json.dump(summary, handle, indent=2)
+    finish_tracking(config)
     return summary
 
 
@@ -486,7 +458,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[GRPOScriptArguments, Repa
 def main(argv: list[str] | None = None) -> int:
     from repairrl.grading.rewards import RewardNotComputableError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, config = parse_args(argv)
+    start_tracking(args, config, Path(args.out), "grpo", argv)
     try:
         summary = train_grpo(args, config)
     except RewardNotComputableError as error:

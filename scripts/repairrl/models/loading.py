@@ -162,6 +162,21 @@ def load_model_and_tokenizer(manifest_or_dir: str | Path, dtype: str = "auto", d
     return model, tokenizer
 
 
+def load_for_training(manifest_or_dir: str | Path, bf16: bool, lora: bool):
+    """A prepared model and its tokenizer as the training stages start from them.
+
+    LoRA keeps the frozen base in bf16 when the hardware has it; full fine-tuning keeps fp32 master weights and
+    lets autocast (or DeepSpeed) run the bf16/fp16 compute.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(manifest_or_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    dtype = torch.bfloat16 if (lora and bf16) else torch.float32
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype), tokenizer
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Prepare a model for the pipeline and write its manifest.")
     parser.add_argument("--name", required=True, help="model name used in result paths")

@@ -24,12 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="the SLURM profile the jobs ran with (GPU counts per rule); "
                         "without it, no job used a GPU (the local executor)")
     parser.add_argument("--experiment", help="name shown in the report (default: the directory's name)")
-    parser.add_argument(
-        "--wandb-project", help="wandb project (logged only if wandb is installed; offline by default)"
-    )
+    parser.add_argument("--wandb-project", help="wandb project (default: repairrl)")
+    parser.add_argument("--tracking", choices=("offline", "online", "disabled"), default="offline",
+                        help="the results to wandb: offline (under EXPERIMENT_DIR/wandb, beside the training "
+                        "stages' runs), online or disabled")
+    parser.add_argument("--tracking-group", help="wandb group of the study (default: the directory's name)")
+    parser.add_argument("--sft-metrics", type=Path, help="SFT's metrics.csv: plots its training curves")
+    parser.add_argument("--grpo-metrics", type=Path, help="GRPO's metrics.csv: plots its training curves")
     args = parser.parse_args(argv)
     result = build_report(args.experiment_dir, args.out, args.profile, args.experiment, args.wandb_project,
-                          args.task)
+                          args.task, sft_metrics=args.sft_metrics, grpo_metrics=args.grpo_metrics,
+                          tracking_mode=args.tracking, tracking_group=args.tracking_group)
     print(
         f"{len(result['rows'])} result rows, {len(result['compute'])} rules in the compute table -> {args.out}"
     )

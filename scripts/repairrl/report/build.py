@@ -6,6 +6,7 @@
                                                     trajectory journals (*trajector*.jsonl), anywhere below
     <task dir>/benchmarks/<rule>/*.tsv              Snakemake's benchmark files (compute table)
     <task dir>/sft/**/stats.json                    SFT data statistics (rows from expert demonstrations)
+    --sft-metrics, --grpo-metrics                   the training stages' metrics.csv (training-curve plots)
 
 Writes, for the task being reported: results.csv / results.json (workflow/schemas/results.schema.yaml, or
 detection_results for detection), one results_<benchmark>.csv per benchmark, compute.csv, the plots (PNG) and
@@ -22,9 +23,8 @@ from pathlib import Path
 
 from repairrl.records import atomic_write, read_journal, validate_record
 from repairrl.report.compute import compute_table, gpus_per_rule
-from repairrl.report.metrics import rate, results_row
+from repairrl.report.metrics import model_sort_key, rate, results_row
 
-MODEL_ORDER = ("base", "sft", "grpo")
 TASK_TITLES = {
     "repo_repair": "Repository repair (the agent in a sandbox)",
     "file_repair": "File-level repair (search/replace edits, one turn)",
@@ -44,10 +44,6 @@ CSV_COLUMNS = (
     "well_formed_tool_call_turns", "model_turns", "well_formed_tool_call_rate", "mean_turns", "mean_tokens", "tool_use_by_kind",
     "grading_errors", "test_timeouts", "test_infra_edits",
 )  # fmt: skip
-
-
-def model_sort_key(model: str) -> tuple[int, str]:
-    return (MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), model)
 
 
 def find_run_summary(model_dir: Path) -> dict | None:
@@ -147,6 +143,19 @@ def sft_sources(experiment_dir: Path) -> dict | None:
         if isinstance(data, dict) and isinstance(data.get("kept_by_source"), dict):
             return {"path": str(path), **data["kept_by_source"]}
     return None
+
+
+def read_step_metrics(path: Path) -> list[dict]:
+    """A training stage's metrics.csv (repairrl.training): one dict per step, numbers as floats and the
+    columns a step did not log as None."""
+    def number(value: str) -> float | None:
+        try:
+            return float(value) if value != "" else None
+        except ValueError:
+            return None
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [{k: number(v) for k, v in row.items()} for row in csv.DictReader(handle)]
 
 
 # --- the study's success criterion ---
@@ -407,8 +416,13 @@ def build_report(
     experiment: str | None = None,
     wandb_project: str | None = None,
     task: str = "repo_repair",
+    sft_metrics: Path | None = None,
+    grpo_metrics: Path | None = None,
+    tracking_mode: str = "offline",
+    tracking_group: str | None = None,
 ) -> dict:
-    """The report of `task` (its tables and plots) with a section for every task of the experiment that ran."""
+    """The report of `task` (its tables and plots) with a section for every task of the experiment that ran, and
+    the training curves of the stages whose metrics.csv is given."""
     from repairrl.report import plots, tracking
 
     experiment_dir, out = Path(experiment_dir), Path(out)
@@ -438,9 +452,14 @@ def build_report(
     else:
         tables = write_tables(out_dir, rows, compute)
         figures = plots.draw_all(rows, out_dir) if rows else {}
+    if sft_metrics is not None:
+        figures.update(plots.draw_sft_curves(read_step_metrics(Path(sft_metrics)), out_dir))
+    if grpo_metrics is not None:
+        figures.update(plots.draw_grpo_curves(read_step_metrics(Path(grpo_metrics)), out_dir))
     name = experiment or (experiment_dir.name if task == "repo_repair" else f"{experiment_dir.name} ({task})")
     with atomic_write(out) as handle:
         handle.write(render_markdown(name, sections, {t: p.name for t, p in figures.items()}))
     if task != "detection":
-        tracking.log_to_wandb(name, rows, compute, project=wandb_project)
+        tracking.log_to_wandb(name, rows, compute, project=wandb_project, mode=tracking_mode,
+                              directory=experiment_dir, group=tracking_group or experiment_dir.name)
     return {**current, "tables": tables, "plots": figures, "tasks": list(sections)}

@@ -12,6 +12,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 Z_95 = 1.959963984540054  # the 97.5th percentile of the standard normal
+MODEL_ORDER = ("base", "sft", "grpo")
+
+
+def model_sort_key(model: str) -> tuple[int, str]:
+    """Tables and plots show the models in training order (base, sft, grpo), then any others by name."""
+    return (MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), model)
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+from repairrl.report.metrics import model_sort_key
 
 FIGURES = {
     "Resolve rate (95% Wilson CI)": "resolve_rate.png",
@@ -26,8 +29,6 @@ def _pyplot():
 
 def _grouped(ax, rows: list[dict], value, error=None, ylabel: str = "") -> None:
     benchmarks = sorted({r["benchmark"] for r in rows})
-    from repairrl.report.build import model_sort_key
-
     models = sorted({r["model"] for r in rows}, key=model_sort_key)
     width = 0.8 / max(1, len(models))
     for index, model in enumerate(models):
@@ -107,3 +108,103 @@ def draw_detection(rows: list[dict], out_dir: Path) -> dict[str, Path]:
     fig.savefig(paths["Detection accuracy and pairwise accuracy (P-C)"], dpi=120)
     plt.close(fig)
     return paths
+
+
+SFT_CURVES = {"SFT training loss per step": "sft_curves.png"}
+GRPO_CURVES = {"GRPO per step: reward, loss, KL or clip ratio, episode length": "grpo_curves.png"}
+
+
+def _series(rows: list[dict], column: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of the rows that logged `column`."""
+    points = [(r["step"], r[column]) for r in rows if r.get(column) is not None and not math.isnan(r[column])]
+    return [s for s, _ in points], [v for _, v in points]
+
+
+def _curve(ax, rows: list[dict], column: str, ylabel: str, label: str | None = None) -> bool:
+    steps, values = _series(rows, column)
+    if steps:
+        ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    return bool(steps)
+
+
+def _whole_steps(fig) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no step 1.5
+
+
+def _nothing_logged(ax, what: str) -> None:
+    ax.text(0.5, 0.5, f"no {what} logged", ha="center", va="center", transform=ax.transAxes, color="gray")
+
+
+def draw_sft_curves(rows: list[dict], out_dir: Path) -> dict[str, Path]:
+    """SFT's loss per step, and the token accuracy on the assistant turns where TRL logged it."""
+    plt = _pyplot()
+    (title, name), = SFT_CURVES.items()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if not _curve(axes[0], rows, "loss", "training loss"):
+        _nothing_logged(axes[0], "loss")
+    if not _curve(axes[1], rows, "mean_token_accuracy", "token accuracy (trained tokens)"):
+        _nothing_logged(axes[1], "token accuracy")
+    fig.suptitle("SFT")
+    _whole_steps(fig)
+    fig.tight_layout()
+    path = Path(out_dir) / name
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return {title: path}
+
+
+def draw_grpo_curves(rows: list[dict], out_dir: Path) -> dict[str, Path]:
+    """GRPO per step: reward mean with its std across the group, loss, KL (when beta > 0, else the clip ratio:
+    TRL logs no KL without a reference model), and episode length in turns and completion tokens."""
+    plt = _pyplot()
+    (title, name), = GRPO_CURVES.items()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    reward, loss, policy, length = axes.flat
+
+    steps, means = _series(rows, "reward")
+    if steps:
+        stds = dict(zip(*_series(rows, "reward_std"), strict=True))
+        low = [m - stds.get(s, 0.0) for s, m in zip(steps, means, strict=True)]
+        high = [m + stds.get(s, 0.0) for s, m in zip(steps, means, strict=True)]
+        reward.plot(steps, means, marker="o" if len(steps) < 30 else None, markersize=3, label="mean")
+        reward.fill_between(steps, low, high, alpha=0.25, label="± std")
+        reward.legend(fontsize="small")
+    else:
+        _nothing_logged(reward, "reward")
+    reward.set_xlabel("step")
+    reward.set_ylabel("reward")
+
+    if not _curve(loss, rows, "loss", "loss"):
+        _nothing_logged(loss, "loss")
+
+    if _series(rows, "kl")[0]:
+        _curve(policy, rows, "kl", "KL to the reference")
+    elif _series(rows, "clip_ratio_region_mean")[0]:
+        _curve(policy, rows, "clip_ratio_region_mean", "clip ratio", "clipped (region)")
+        _curve(policy, rows, "clip_ratio_low_mean", "clip ratio", "clipped low")
+        _curve(policy, rows, "clip_ratio_high_mean", "clip ratio", "clipped high")
+        policy.legend(fontsize="small")
+    else:
+        _nothing_logged(policy, "KL or clip ratio")
+
+    has_turns = _curve(length, rows, "turns_per_episode", "turns per episode", "turns")
+    tokens = length.twinx()
+    steps, values = _series(rows, "completions_mean_length")
+    if steps:
+        tokens.plot(steps, values, color="tab:orange", linestyle="--", label="completion tokens")
+        tokens.set_ylabel("completion tokens per episode")
+    if not (has_turns or steps):
+        _nothing_logged(length, "episode length")
+
+    fig.suptitle("GRPO")
+    _whole_steps(fig)
+    fig.tight_layout()
+    path = Path(out_dir) / name
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return {title: path}

@@ -284,7 +284,7 @@ def build_sft_dataset(
     gold_patches, repos, items = {}, {}, {}
     if tasks_path is not None:
         from repairrl.grading.rewards import check_rewards_computable
-        from repairrl.singleturn.episode import read_task_table
+        from repairrl.tasks import read_task_table
 
         tasks = read_task_table(tasks_path, task_kind)
         if criterion == "resolved":  # the rollouts' recorded `resolved` is 0 wherever the grader could not run

@@ -12,10 +12,9 @@ the SFT set empty. The expert shows it the shape of a good episode instead, with
 
 `search` is a gold hunk's old side (context and removed lines), `replace` its new side (context and added lines).
 
-The agent's loop is not in the tree yet (its tools, parser and ScriptedBackend are), so the episode's messages are
-assembled here in the structure the agent records (hermes `<tool_call>` text in assistant content, tool results
-as `tool` messages), with the tool results produced by the agent's own tool functions. `expert_tool_calls` is the
-script a `ScriptedBackend` replays once the loop lands, so that the demo's messages become exactly the agent's.
+The episode's messages are assembled here, without a model or a sandbox, in the structure the agent's loop
+records (hermes `<tool_call>` text in assistant content, tool results as `tool` messages), with the tool results
+produced by the agent's own tool functions; `expert_tool_calls` is the same script as tool calls.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repairrl.records import write_jsonl
-from repairrl.singleturn.episode import TASK_KINDS, read_task_table
-from repairrl.tasks import Task
+from repairrl.tasks import TASK_KINDS, Task, read_task_table
 
 SHELL_TOOL = "shell"
 APPLY_PATCH_TOOL = "apply_patch"

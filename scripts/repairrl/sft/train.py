@@ -8,11 +8,14 @@
         --model results/<exp>/models/<model> --dataset ... --out ... --full
 
 Every SFTConfig field is a flag too (`--learning-rate`, `--max-length`, `--gradient-accumulation-steps`, ...), and
-`--config file.yaml` reads them from a file, as with TRL's own scripts (TrlParser).
+`--config file.yaml` reads them from a file, as with TRL's own scripts (TrlParser). The run is logged to wandb,
+offline by default (`--tracking offline|online|disabled --tracking-dir D --tracking-group G`: D/wandb/offline-run-*).
 
 `--model` is a prepared model's manifest directory (repairrl.models.loading). Outputs under `--out`:
-    checkpoints/checkpoint-<step>/   every `--save-steps` steps; `--resume` continues from the last one
+    checkpoints/checkpoint-<step>/   every `--save-steps` steps; `--resume` continues from the last one, if it was
+                                     trained on the same model, data and flags (checkpoints.fingerprint.json)
     merged/                          the final model, LoRA merged into the base weights, tokenizer included
+    metrics.csv                      one row per logged step: loss, learning rate, grad norm, token accuracy
     model.json                       a manifest (kind "local") that `resolve_model_path(OUT)` resolves to merged/
     train_summary.json               steps, loss, runtime, precision
 
@@ -24,8 +27,6 @@ is used for training; other families without markers get TRL's own training temp
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,16 +34,34 @@ from pathlib import Path
 
 from trl import SFTConfig
 
+from repairrl.fingerprint import (
+    NOT_STATE_FIELDS,
+    changed_fields,
+    claim_state_once,
+    model_signature,
+    path_signature,
+    stage_fingerprint,
+)
+from repairrl.models.export import export_merged_model
+from repairrl.models.loading import load_for_training
 from repairrl.records import atomic_write
+from repairrl.training import (
+    METRICS,
+    TRACKING_FIELDS,
+    MetricsCSVCallback,
+    TrackingArguments,
+    finish_tracking,
+    last_checkpoint,
+    start_tracking,
+)
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
 CHATML_TRAINING_TEMPLATE = TEMPLATE_DIR / "chatml_generation.jinja"
 CHECKPOINTS = "checkpoints"
-MERGED = "merged"
 
 
 @dataclass
-class SFTScriptArguments:
+class SFTScriptArguments(TrackingArguments):
     """What to train, and where to: the stage's own flags (the trainer's are SFTConfig's)."""
 
     model: str = field(metadata={"help": "manifest directory of the prepared base model (with model.json)"})
@@ -165,21 +184,6 @@ def install_training_template(tokenizer, override: str | Path | None = None) -> 
 # --- model, data, trainer ---
 
 
-def load_base_model(manifest_dir: str | Path, config: SFTConfig, lora: bool):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from repairrl.models.loading import resolve_model_path
-
-    path = resolve_model_path(manifest_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    # LoRA keeps the frozen base in bf16 when the hardware has it; full fine-tuning keeps fp32 master weights
-    # and lets autocast (or DeepSpeed) run the bf16/fp16 compute.
-    dtype = torch.bfloat16 if (lora and config.bf16) else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    return model, tokenizer
-
-
 def lora_config(args: SFTScriptArguments):
     from peft import LoraConfig
 
@@ -206,7 +210,8 @@ def load_sft_dataset(dataset_dir: str | Path):
     return dataset.select_columns(["messages"])
 
 
-def build_trainer(model, tokenizer, dataset, config: SFTConfig, peft_config=None, template_override=None):
+def build_trainer(model, tokenizer, dataset, config: SFTConfig, peft_config=None, template_override=None,
+                  metrics_path: Path | None = None, resume_from: str | None = None):
     """The SFTTrainer of this stage; tests build it the same way to check what it tokenizes."""
     from trl import SFTTrainer
 
@@ -217,65 +222,38 @@ def build_trainer(model, tokenizer, dataset, config: SFTConfig, peft_config=None
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=[MetricsCSVCallback(metrics_path, resume_from)] if metrics_path else None,
     )
 
 
-# --- export ---
-
-
-def export_merged_model(
-    trainer, tokenizer, original_template, out_dir: Path, base_manifest: str | Path
-) -> Path:
-    """Merge LoRA into the base (or take the fully tuned model), save it with its tokenizer, write model.json."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    model.config.use_cache = True  # off for gradient checkpointing during training; inference wants it
-    merged = out_dir / MERGED
-    staging = out_dir / f".{MERGED}.{os.getpid()}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    # The inference template goes out with the model: the training one renders the same text, but the agent and
-    # vLLM should see the model's own.
-    tokenizer.chat_template = original_template
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(merged, ignore_errors=True)
-    staging.rename(merged)
-    base = (
-        json.loads((Path(base_manifest) / "model.json").read_text()) if Path(base_manifest).is_dir() else {}
-    )
-    manifest = {
-        "name": out_dir.name,
-        "spec": merged.name,
-        "kind": "local",
-        "path": merged.name,  # relative to the manifest: a moved results tree loads its own weights
-        "base_model": base.get("name", str(base_manifest)),
-        "architecture": type(model).__name__,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
-    with atomic_write(out_dir / "model.json") as handle:
-        json.dump(manifest, handle, indent=2)
-    return merged
-
-
-def last_checkpoint(checkpoint_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+def sft_fingerprint(args: SFTScriptArguments, config: RepairSFTConfig) -> dict:
+    """What the checkpoints are trained from: the base model, the dataset, a template override, and every flag
+    that changes the training (not how far it goes or where it writes)."""
+    # `datasets` writes its map caches into the dataset's own directory while training: not a change of data.
+    inputs = {"model": model_signature(args.model), "dataset": path_signature(args.dataset, ["cache-*.arrow"])}
+    if args.training_chat_template:
+        inputs["training_chat_template"] = path_signature(args.training_chat_template)
+    not_state = ("model", "dataset", "out", "resume", *TRACKING_FIELDS)
+    script = {k: v for k, v in vars(args).items() if k not in not_state}
+    trainer = changed_fields(config, type(config)(output_dir=config.output_dir), NOT_STATE_FIELDS)
+    return stage_fingerprint(inputs, {**script, **trainer})
 
 
 def train_sft(args: SFTScriptArguments, config: SFTConfig) -> dict:
     out_dir = Path(args.out)
     lora = args.lora and not args.full
-    model, tokenizer = load_base_model(args.model, config, lora)
+    claim_state_once(config.output_dir, sft_fingerprint(args, config), what="sft", resume=args.resume)
+    model, tokenizer = load_for_training(args.model, bool(config.bf16), lora)
     original_template = tokenizer.chat_template
     dataset = load_sft_dataset(args.dataset)
     peft_config = lora_config(args) if lora else None
-    trainer = build_trainer(model, tokenizer, dataset, config, peft_config, args.training_chat_template)
-
     resume_from = last_checkpoint(Path(config.output_dir)) if args.resume else None
     if args.resume and resume_from is None:
         print(f"--resume: no checkpoint under {config.output_dir} yet, starting from step 0", file=sys.stderr)
+    if not resume_from:
+        (out_dir / METRICS).unlink(missing_ok=True)
+    trainer = build_trainer(model, tokenizer, dataset, config, peft_config, args.training_chat_template,
+                            metrics_path=out_dir / METRICS, resume_from=resume_from)
     started = time.monotonic()
     result = trainer.train(resume_from_checkpoint=resume_from)
     seconds = time.monotonic() - started
@@ -294,26 +272,26 @@ def train_sft(args: SFTScriptArguments, config: SFTConfig) -> dict:
         export_merged_model(trainer, tokenizer, original_template, out_dir, args.model)
         with atomic_write(out_dir / "train_summary.json") as handle:
             json.dump(summary, handle, indent=2)
+    finish_tracking(config)
     return summary
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[SFTScriptArguments, RepairSFTConfig]:
+def parse_args(argv: list[str]) -> tuple[SFTScriptArguments, RepairSFTConfig]:
     from trl import TrlParser
 
     parser = TrlParser((SFTScriptArguments, RepairSFTConfig))
     args, config = parser.parse_args_and_config(args=argv)
     if args.full:
         args.lora = False
-    explicit_output_dir = argv is not None and any(
-        a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv
-    )
-    if not explicit_output_dir:
+    if not any(a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv):
         config.output_dir = str(Path(args.out) / CHECKPOINTS)
     return args, config
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, config = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args, config = parse_args(argv)
+    start_tracking(args, config, Path(args.out), "sft", argv)
     summary = train_sft(args, config)
     print(json.dumps(summary))
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from repairrl.data.detection import DetectionSample
+from repairrl.tasks import DetectionSample
 
 DETECTION_LABELS = ("vulnerable", "benign")
 # What a model may write inside the answer tags; small models drift to yes/no even when told the exact words.

@@ -1,8 +1,7 @@
 """Single-turn episodes: one prompt, one answer, no tools, recorded in the agent's trajectory format.
 
-A task kind is data + a prompt + a parser (verifiers style); its rewards live in `repairrl.grading.rewards`:
+The single-turn task kinds (repairrl.tasks.TASK_KINDS; repo_repair is the agent's loop, not handled here):
 
-    repo_repair   the agent in a sandbox (repairrl.agent.loop), many turns; not handled here
     file_repair   the issue and the files to change -> search/replace edits -> a unified diff
     detection     one function -> <answer>vulnerable|benign</answer>
 
@@ -20,38 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from repairrl.agent.loop import trajectory_record
 from repairrl.models.backends import ChatBackend, EndpointUnavailableError, ModelError
-
-TASK_KINDS = ("repo_repair", "file_repair", "detection")
-SINGLE_TURN_KINDS = ("file_repair", "detection")
-# The dataset formats each task kind reads (config `datasets.<name>.format`).
-DATA_FORMATS = {
-    "repo_repair": ("swe-bench", "swe-gym", "gitbug-java", "mini"),
-    "file_repair": ("swe-bench", "swe-gym", "gitbug-java", "mini"),
-    "detection": ("primevul", "detection-mini"),
-}
-
-
-class UnknownTaskKindError(ValueError):
-    """A task kind that is not one of TASK_KINDS."""
-
-
-def check_task_kind(kind: str) -> str:
-    if kind not in TASK_KINDS:
-        raise UnknownTaskKindError(f"task {kind!r}: choose one of {', '.join(TASK_KINDS)}")
-    return kind
-
-
-def read_task_table(path: str | Path, kind: str) -> list:
-    """The task table of a task kind: repair tasks (repairrl.tasks) or detection samples."""
-    if check_task_kind(kind) == "detection":
-        from repairrl.data.detection import read_samples
-
-        return read_samples(path)
-    from repairrl.tasks import read_tasks
-
-    return read_tasks(path)
+from repairrl.tasks import UnknownTaskKindError, check_task_kind
+from repairrl.trajectories import trajectory_record
 
 
 @dataclass(frozen=True)
