@@ -94,12 +94,14 @@ rule sft_dataset:
         threshold=stage("sft").get("threshold", 0.8),
         # Detection keeps the episodes that answered the right label; repair tasks use the configured criterion.
         criterion="correct_label" if TASK == "detection" else stage("sft").get("criterion", "similarity"),
+        # The sandbox the rollouts ran and were graded in: `resolved` is refused where it could not run the tests.
+        grader=config.get("agent", {}).get("sandbox", "bwrap"),
     resources:
         slurm_partition=cluster_partition(),
         slurm_account=cluster_account(),
     shell:
         "python -m repairrl.sft.dataset --task {TASK} --trajectories {params.journals} --tasks {input.tasks} "
-        "--threshold {params.threshold} --criterion {params.criterion} {params.demos} "
+        "--threshold {params.threshold} --criterion {params.criterion} --grader {params.grader} {params.demos} "
         "--out {output.data} --stats {output.stats} > {log} 2>&1"
 
 
