@@ -8,6 +8,15 @@ from __future__ import annotations
 
 from repairrl.tasks import Task
 
+# Keys under which a record may carry its final patch, in order of preference: `model_patch` is swebench's
+# prediction field, `diff` what the agent writes, the others what other agents' trajectories call it.
+PATCH_KEYS = ("model_patch", "final_diff", "diff", "patch")
+
+
+def episode_patch(record) -> str | None:
+    """The episode's final diff, or None when the record carries none."""
+    return next((record[key] for key in PATCH_KEYS if isinstance(record.get(key), str)), None)
+
 
 def trajectory_record(task, sample: int, seed: int | None, model: str, *, stop_reason: str, error: str | None,
                       messages: list[dict], tool_calls: list[dict], tool_stats: dict | None, diff: str, trace,

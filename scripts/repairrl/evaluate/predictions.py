@@ -25,10 +25,8 @@ from pathlib import Path
 from repairrl.fingerprint import model_signature, stage_fingerprint
 from repairrl.records import append_jsonl, read_journal, validate_record, write_jsonl
 from repairrl.tasks import Task
+from repairrl.trajectories import episode_patch
 
-# Keys under which a trajectory record may carry its final patch, in order of preference (the same order as
-# repairrl.sft.dataset): `model_patch` is swebench's field, the others what the agent may call it.
-PATCH_KEYS = ("model_patch", "final_diff", "diff", "patch")
 PREDICTION_KEYS = ("instance_id", "model_name_or_path", "model_patch")
 # Single-turn detection episodes answer with a label instead of a patch (repairrl.singleturn.episode).
 OPTIONAL_PREDICTION_KEYS = ("answer", "error")
@@ -50,19 +48,11 @@ def select_shard(tasks: Iterable[Task], shard: int, num_shards: int) -> list[Tas
     return [task for task in tasks if shard_of(task.instance_id, num_shards) == shard]
 
 
-def episode_patch(record: Mapping) -> str:
-    """The episode's final diff; "" when it has none (swebench's empty patch)."""
-    for key in PATCH_KEYS:
-        if isinstance(record.get(key), str):
-            return record[key]
-    return ""
-
-
 def prediction_from_trajectory(record: Mapping, model_name: str) -> dict:
     prediction = {
         "instance_id": record["instance_id"],
         "model_name_or_path": model_name,
-        "model_patch": episode_patch(record),
+        "model_patch": episode_patch(record) or "",  # none: swebench's empty patch
     }
     if record.get("task_kind") == "detection":
         prediction["answer"] = record.get("answer")

@@ -11,6 +11,8 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
+from repairrl.trajectories import episode_patch
+
 Z_95 = 1.959963984540054  # the 97.5th percentile of the standard normal
 MODEL_ORDER = ("base", "sft", "grpo")
 
@@ -41,7 +43,6 @@ def rate(numerator: int, denominator: int) -> float | None:
 
 # --- one trajectory record ---
 
-PATCH_KEYS = ("model_patch", "final_diff", "diff", "patch")
 TOKEN_HOLDERS = ("tokens", "token_counts", "usage")
 
 
@@ -144,7 +145,7 @@ def well_formed_call_turns(record: Mapping) -> int | None:
 
 
 def episode_stats(record: Mapping) -> dict:
-    patch = next((record[k] for k in PATCH_KEYS if isinstance(record.get(k), str)), "")
+    patch = episode_patch(record) or ""
     return {
         "instance_id": record.get("instance_id"),
         "turns": episode_turns(record),

@@ -29,13 +29,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from repairrl.records import atomic_write, read_jsonl, validate_record
+from repairrl.trajectories import episode_patch
 
 ROLLOUT_SOURCE = "rollout"
 EXPERT_SOURCE = "expert_demo"
 CRITERIA = ("similarity", "resolved", "correct_label")
-# Keys under which a trajectory record may carry its final patch, in order of preference; `model_patch` is
-# swebench's prediction field, the others what an agent might call it.
-PATCH_KEYS = ("model_patch", "final_diff", "diff", "patch")
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -48,13 +46,6 @@ class TrajectoryRecordError(ValueError):
 
 
 # --- reading trajectory records (plain dicts: the agent's trajectory schema is read here and nowhere else) ---
-
-
-def episode_patch(record: Mapping) -> str | None:
-    for key in PATCH_KEYS:
-        if isinstance(record.get(key), str):
-            return record[key]
-    return None
 
 
 def _recorded_score(record: Mapping, name: str) -> float | None:
