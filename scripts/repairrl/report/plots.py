@@ -27,6 +27,12 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)  # pyplot keeps every open figure alive otherwise
+
+
 def _grouped(ax, rows: list[dict], value, error=None, ylabel: str = "") -> None:
     benchmarks = sorted({r["benchmark"] for r in rows})
     models = sorted({r["model"] for r in rows}, key=model_sort_key)
@@ -58,18 +64,14 @@ def draw_all(rows: list[dict], out_dir: Path) -> dict[str, Path]:
     _grouped(ax, rows, lambda r: r["resolve_rate"], lambda r: (r["resolve_rate_ci_low"], r["resolve_rate_ci_high"]),
              "resolve rate")  # fmt: skip
     ax.set_ylim(0, 1)
-    fig.tight_layout()
-    fig.savefig(paths["Resolve rate (95% Wilson CI)"], dpi=120)
-    plt.close(fig)
+    _save(plt, fig, paths["Resolve rate (95% Wilson CI)"])
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     _grouped(axes[0], rows, lambda r: r["non_empty_patch_rate"], ylabel="non-empty patch rate")
     _grouped(axes[1], rows, lambda r: r["well_formed_tool_call_rate"], ylabel="well-formed tool-call rate")
     for ax in axes:
         ax.set_ylim(0, 1)
-    fig.tight_layout()
-    fig.savefig(paths["Non-empty patch and well-formed tool-call rates"], dpi=120)
-    plt.close(fig)
+    _save(plt, fig, paths["Non-empty patch and well-formed tool-call rates"])
 
     kinds = sorted({k for r in rows for k in r["tool_use_by_kind"]})
     fig, ax = plt.subplots(figsize=(max(6, len(kinds) * 0.9), 4))
@@ -82,16 +84,12 @@ def draw_all(rows: list[dict], out_dir: Path) -> dict[str, Path]:
     ax.set_ylabel("tool calls")
     if rows:
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(paths["Tool use by command kind"], dpi=120)
-    plt.close(fig)
+    _save(plt, fig, paths["Tool use by command kind"])
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     _grouped(axes[0], rows, lambda r: r["mean_turns"], ylabel="turns per episode")
     _grouped(axes[1], rows, lambda r: r["mean_tokens"], ylabel="tokens per episode")
-    fig.tight_layout()
-    fig.savefig(paths["Turns and tokens per episode"], dpi=120)
-    plt.close(fig)
+    _save(plt, fig, paths["Turns and tokens per episode"])
     return paths
 
 
@@ -104,9 +102,7 @@ def draw_detection(rows: list[dict], out_dir: Path) -> dict[str, Path]:
     _grouped(axes[1], rows, lambda r: r["pair_correct"] if r["pairs"] else None, ylabel="pairwise accuracy (P-C)")
     for ax in axes:
         ax.set_ylim(0, 1)
-    fig.tight_layout()
-    fig.savefig(paths["Detection accuracy and pairwise accuracy (P-C)"], dpi=120)
-    plt.close(fig)
+    _save(plt, fig, paths["Detection accuracy and pairwise accuracy (P-C)"])
     return paths
 
 
@@ -151,10 +147,8 @@ def draw_sft_curves(rows: list[dict], out_dir: Path) -> dict[str, Path]:
         _nothing_logged(axes[1], "token accuracy")
     fig.suptitle("SFT")
     _whole_steps(fig)
-    fig.tight_layout()
     path = Path(out_dir) / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
     return {title: path}
 
 
@@ -203,8 +197,6 @@ def draw_grpo_curves(rows: list[dict], out_dir: Path) -> dict[str, Path]:
 
     fig.suptitle("GRPO")
     _whole_steps(fig)
-    fig.tight_layout()
     path = Path(out_dir) / name
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(plt, fig, path)
     return {title: path}
