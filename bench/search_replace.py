@@ -14,7 +14,7 @@ import json
 import statistics
 import time
 
-from repairrl.singleturn.search_replace import diff_from_answer, diff_to_edit_blocks
+from repairrl.singleturn.diffs import diff_from_answer, diff_to_edit_blocks
 
 
 def source(lines: int) -> str:

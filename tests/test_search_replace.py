@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from repairrl.singleturn.diffs import diff_from_answer, diff_to_edit_blocks, edit_blocks_to_diff
 from repairrl.singleturn.search_replace import (
     EDIT_FORMAT_INSTRUCTIONS,
     AmbiguousMatchError,
@@ -19,9 +20,6 @@ from repairrl.singleturn.search_replace import (
     EditFormatError,
     NoMatchError,
     apply_edit_blocks,
-    diff_from_answer,
-    diff_to_edit_blocks,
-    edit_blocks_to_diff,
     parse_edit_blocks,
     render_edit_blocks,
 )

@@ -2,7 +2,7 @@
 
 The files shown are the ones the gold patch modifies (the "oracle" file setting of SWE-bench's retrieval
 variants), read from the repository cache at the base commit. The answer's edits become a unified diff
-(`repairrl.singleturn.search_replace`), which is graded exactly like an agent's final diff: diff similarity to the
+(`repairrl.singleturn.diffs`), which is graded exactly like an agent's final diff: diff similarity to the
 gold patch and the task's tests.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from repairrl.singleturn.diffs import diff_from_answer, diff_to_edit_blocks
 from repairrl.singleturn.search_replace import (
     EDIT_FORMAT_INSTRUCTIONS,
     EditError,
-    diff_from_answer,
-    diff_to_edit_blocks,
+    fence_language,
     render_edit_blocks,
 )
 from repairrl.tasks import Task
@@ -28,14 +28,6 @@ files to change. Answer with search/replace edits that fix the issue; nothing el
 # A prompt holding a whole file of this many characters would not fit a training context anyway; such a task is
 # recorded as failed instead of silently truncating the file the model must edit.
 DEFAULT_MAX_FILE_CHARS = 100_000
-FENCE_LANGUAGES = {
-    ".py": "python",
-    ".java": "java",
-    ".c": "c",
-    ".h": "c",
-    ".js": "javascript",
-    ".ts": "typescript",
-}
 
 
 class FileRepairError(ValueError):
@@ -86,9 +78,8 @@ def load_files(
 
 
 def _fenced(path: str, text: str) -> str:
-    suffix = path[path.rfind(".") :] if "." in path else ""
     body = text if text.endswith("\n") else text + "\n"
-    return f"### {path}\n```{FENCE_LANGUAGES.get(suffix, '')}\n{body}```"
+    return f"### {path}\n```{fence_language(path)}\n{body}```"
 
 
 def file_repair_messages(task: Task, files: dict[str, str]) -> list[dict]:

@@ -30,21 +30,17 @@ non-blank line, in which case the REPLACE lines are re-indented by that amount. 
 of the SEARCH text may be missing from the file. Either way the match must be unique. A file keeps its line
 endings and its missing newline at the end, which the format cannot express.
 
-`diff_from_answer` turns an answer into a git-style unified diff (what the pipeline grades and submits);
-`diff_to_edit_blocks` and `render_edit_blocks` go the other way, to write expert demonstrations from a gold
-patch.
+This module reads the format (`parse_edit_blocks`), applies it (`apply_edit_blocks`) and writes it
+(`render_edit_blocks`, for expert demonstrations); `repairrl.singleturn.diffs` turns applied blocks into the
+unified diff the pipeline grades and submits, and a gold diff back into blocks.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-
-Opcode = tuple[str, int, int, int, int]  # (tag, old start, old end, new start, new end), as in difflib
 
 EDIT_FORMAT_INSTRUCTIONS = """\
 Answer with one or more search/replace edit blocks. Each block names the file with a `### path` line, gives \
@@ -74,10 +70,15 @@ _FENCE = re.compile(r"\s*(```|~~~).*")
 _HEADER_PATH = re.compile(r"\s*#{2,4}\s+(.+?)\s*")
 # A bare path has no spaces, a dot or a slash, and a letter or digit, so stray prose is not taken for one.
 _BARE_PATH = re.compile(r"(?=.*[./])(?=.*\w)[\w.\-+@~/]+")
-_CONTEXT_LINES = 3
-# Past this many changed lines a diff is a rewrite, where a shortest edit script is slow and not needed.
-_MAX_MYERS_EDITS = 500
-_FENCE_LANGUAGES = {".py": "python", ".java": "java"}
+# The info string of a code fence around a file's text or blocks, by the file's suffix (none for the others).
+FENCE_LANGUAGES = {
+    ".py": "python",
+    ".java": "java",
+    ".c": "c",
+    ".h": "c",
+    ".js": "javascript",
+    ".ts": "typescript",
+}
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,7 @@ def _replace_exactly(block: EditBlock, content: str) -> str | None:
 
 def _replace_ignoring_whitespace(block: EditBlock, content: str) -> str:
     """`content` with the only whitespace-tolerant match of the SEARCH lines replaced, re-indented to fit."""
-    file_lines = _split_lines(content)
+    file_lines = split_lines(content)
     search_lines = [line.rstrip() for line in _lines_without_ends(block.search)]
     replace_lines = [line.rstrip("\r") for line in _lines_without_ends(block.replace)]
     # The SEARCH text as written first; then without its leading/trailing blank lines, and the same number of
@@ -395,7 +396,7 @@ def _count_blank(lines: Iterable[str]) -> int:
     return count
 
 
-def _split_lines(text: str) -> list[str]:
+def split_lines(text: str) -> list[str]:
     """Lines with their endings; only `\\n` ends a line, as for git (str.splitlines also splits on \\f, ...)."""
     parts = text.split("\n")
     lines = [f"{part}\n" for part in parts[:-1]]
@@ -405,328 +406,36 @@ def _split_lines(text: str) -> list[str]:
 
 
 def _lines_without_ends(text: str) -> list[str]:
-    return [line.rstrip("\n") for line in _split_lines(text)]
+    return [line.rstrip("\n") for line in split_lines(text)]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Diffs
+# Writing blocks (expert demonstrations)
 
 
-def edit_blocks_to_diff(files: Mapping[str, str], blocks: Iterable[EditBlock]) -> str:
-    """A git-style unified diff of the blocks' edits, files sorted by path; unchanged files are left out."""
-    new_contents = apply_edit_blocks(files, blocks)
-    return "".join(
-        _file_diff(path, files.get(path), new_contents[path])
-        for path in sorted(new_contents)
-        if files.get(path) != new_contents[path]
-    )
-
-
-def diff_from_answer(files: Mapping[str, str], text: str) -> str:
-    """The unified diff of a model's answer applied to `files`; raises an EditError subclass if it cannot be."""
-    return edit_blocks_to_diff(files, parse_edit_blocks(text))
-
-
-def _file_diff(path: str, old: str | None, new: str) -> str:
-    header = [f"diff --git a/{path} b/{path}\n"]
-    # Like git, end a name with a space by a tab, which tells where it ends (`--- a/my file.py\t`).
-    end = "\t" if " " in path else ""
-    if old is None:
-        header.append("new file mode 100644\n")
-        if not new:
-            return "".join(header)
-        header += ["--- /dev/null\n", f"+++ b/{path}{end}\n"]
-    else:
-        header += [f"--- a/{path}{end}\n", f"+++ b/{path}{end}\n"]
-    old_lines, new_lines = _split_lines(old or ""), _split_lines(new)
-    out = header
-    for group in _grouped_opcodes(old_lines, new_lines):
-        first, last = group[0], group[-1]
-        out.append(f"@@ -{_hunk_range(first[1], last[2])} +{_hunk_range(first[3], last[4])} @@\n")
-        for tag, i1, i2, j1, j2 in group:
-            if tag == "equal":
-                out += _diff_lines(" ", old_lines[i1:i2])
-                continue
-            out += _diff_lines("-", old_lines[i1:i2])
-            out += _diff_lines("+", new_lines[j1:j2])
-    return "".join(out)
-
-
-def _grouped_opcodes(old: list[str], new: list[str]) -> list[list[Opcode]]:
-    """Hunks of difflib-style opcodes with 3 lines of context, as SequenceMatcher.get_grouped_opcodes makes them."""
-    head = 0
-    while head < min(len(old), len(new)) and old[head] == new[head]:
-        head += 1
-    tail = 0
-    while tail < min(len(old), len(new)) - head and old[-1 - tail] == new[-1 - tail]:
-        tail += 1
-    old_middle, new_middle = old[head : len(old) - tail], new[head : len(new) - tail]
-    middle = _shortest_edit_opcodes(old_middle, new_middle)
-    if middle is None:
-        # A rewrite: any correct diff will do, and autojunk keeps difflib fast on repeated lines.
-        middle = difflib.SequenceMatcher(None, old_middle, new_middle).get_opcodes()
-    opcodes = [("equal", 0, head, 0, head)] if head else []
-    opcodes += [(tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in middle]
-    if tail:
-        opcodes.append(("equal", len(old) - tail, len(old), len(new) - tail, len(new)))
-    # Merge neighbouring equal runs (the cut head or tail next to the matcher's own equal run).
-    merged: list[Opcode] = []
-    for opcode in opcodes:
-        if merged and opcode[0] == "equal" and merged[-1][0] == "equal":
-            previous = merged.pop()
-            opcode = ("equal", previous[1], opcode[2], previous[3], opcode[4])
-        merged.append(opcode)
-    if not any(tag != "equal" for tag, *_ in merged):
-        return []
-    # Trim the first and last equal runs to the context, then split where an equal run is over twice as long.
-    if merged[0][0] == "equal":
-        _, i1, i2, j1, j2 = merged[0]
-        merged[0] = ("equal", max(i1, i2 - _CONTEXT_LINES), i2, max(j1, j2 - _CONTEXT_LINES), j2)
-    if merged[-1][0] == "equal":
-        _, i1, i2, j1, j2 = merged[-1]
-        merged[-1] = ("equal", i1, min(i2, i1 + _CONTEXT_LINES), j1, min(j2, j1 + _CONTEXT_LINES))
-    groups: list[list[Opcode]] = []
-    group: list[Opcode] = []
-    for tag, i1, i2, j1, j2 in merged:
-        if tag == "equal" and i2 - i1 > 2 * _CONTEXT_LINES:
-            group.append((tag, i1, i1 + _CONTEXT_LINES, j1, j1 + _CONTEXT_LINES))
-            groups.append(group)
-            group = []
-            i1, j1 = i2 - _CONTEXT_LINES, j2 - _CONTEXT_LINES
-        group.append((tag, i1, i2, j1, j2))
-    if group and not (len(group) == 1 and group[0][0] == "equal"):
-        groups.append(group)
-    return groups
-
-
-def _shortest_edit_opcodes(old: list[str], new: list[str]) -> list[Opcode] | None:
-    """Opcodes of a shortest edit script (Myers' greedy algorithm, git diff's default); None past a limit.
-
-    Its time grows with the lines times the changes, so a few edits far apart in a long file are cheap, where
-    difflib's SequenceMatcher (without its autojunk heuristic, which turns repeated lines into spurious changes)
-    is quadratic in the lines that repeat (blank lines, `return None`, ...).
-    """
-    n, m = len(old), len(new)
-    limit = min(n + m, _MAX_MYERS_EDITS)
-    offset = limit + 1
-    unreached = -1
-    # furthest[offset + k]: the furthest x reached on diagonal k = x - y; the start is one insertion below k=1.
-    furthest = array("l", [unreached]) * (2 * limit + 3)
-    furthest[offset + 1] = 0
-    # For the way back: after `edits` changes, on diagonal k, the x right after the last change (before the run
-    # of equal lines) at steps[edits][(k + edits) // 2], negative (-x - 1) when that change was an insertion.
-    steps: list[array] = []
-    for edits in range(limit + 1):
-        step = array("l", [0]) * (edits + 1)
-        steps.append(step)
-        for k in range(-edits, edits + 1, 2):
-            if k < -m or k > n:
-                furthest[offset + k] = unreached
-                continue
-            down = furthest[offset + k + 1]  # an insertion: from diagonal k+1, same x
-            if down != unreached and down - k > m:
-                down = unreached
-            right = furthest[offset + k - 1]  # a deletion: from diagonal k-1, one x further
-            right = right + 1 if right != unreached and right < n else unreached
-            if down == unreached and right == unreached:
-                furthest[offset + k] = unreached
-                continue
-            inserted = down >= right
-            x = max(down, right)
-            step[(k + edits) // 2] = -x - 1 if inserted else x
-            y = x - k
-            while x < n and y < m and old[x] == new[y]:
-                x, y = x + 1, y + 1
-            # Diagonals of one step read only those of the other parity, so writing in place is safe.
-            furthest[offset + k] = x
-            if x == n and y == m:
-                return _opcodes_from_steps(steps, n, m)
-    return None
-
-
-def _opcodes_from_steps(steps: list[array], n: int, m: int) -> list[Opcode]:
-    """The opcodes of the path that ends at (n, m), from the changes recorded on the way there."""
-    moves: list[Opcode] = []
-    x, y = n, m
-    for edits in range(len(steps) - 1, -1, -1):
-        k = x - y
-        recorded = steps[edits][(k + edits) // 2]
-        inserted = recorded < 0
-        x_after, y_after = (-recorded - 1, -recorded - 1 - k) if inserted else (recorded, recorded - k)
-        if x > x_after:
-            moves.append(("equal", x_after, x, y_after, y))
-        if edits == 0:
-            break
-        if inserted:
-            moves.append(("insert", x_after, x_after, y_after - 1, y_after))
-            x, y = x_after, y_after - 1
-        else:
-            moves.append(("delete", x_after - 1, x_after, y_after, y_after))
-            x, y = x_after - 1, y_after
-    moves.reverse()
-    # The deletions and insertions between two runs of equal lines become one change (`-` lines, then `+`).
-    opcodes: list[Opcode] = []
-    for tag, i1, i2, j1, j2 in moves:
-        if tag != "equal":
-            if opcodes and opcodes[-1][0] != "equal":
-                _, i1, _, j1, _ = opcodes.pop()
-            tag = "replace" if i2 > i1 and j2 > j1 else "delete" if i2 > i1 else "insert"
-        opcodes.append((tag, i1, i2, j1, j2))
-    return opcodes
-
-
-def _hunk_range(start: int, stop: int) -> str:
-    """A hunk header's `start,length` (1-based); an empty range names the line before it, as diff does."""
-    length = stop - start
-    if length == 1:
-        return str(start + 1)
-    return f"{start + 1 if length else start},{length}"
-
-
-def _diff_lines(prefix: str, lines: list[str]) -> list[str]:
-    out = []
-    for line in lines:
-        out.append(prefix + line)
-        if not line.endswith("\n"):
-            out.append("\n\\ No newline at end of file\n")
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# From a gold diff to edit blocks (expert demonstrations)
-
-
-def diff_to_edit_blocks(files: Mapping[str, str], patch: str) -> list[EditBlock]:
-    """One edit block per hunk of `patch` (a unified diff of `files`), as a model would write it.
-
-    SEARCH is the hunk's context and removed lines, REPLACE its context and added lines, both with `\\n` line
-    ends (the format's). Where a SEARCH text would not match exactly one place of the file as the previous
-    blocks left it, it is extended with neighbouring lines of the file until it does. Deleted, renamed and
-    binary files cannot be written as blocks and raise EditError; a change to a file's final newline is dropped,
-    since the format cannot express it.
-    """
-    from unidiff import PatchSet
-    from unidiff.errors import UnidiffParseError
-
-    try:
-        patch_set = PatchSet(patch)
-    except (UnidiffParseError, ValueError, IndexError) as error:
-        raise EditError(f"the patch is not a unified diff: {error}") from error
-    blocks: list[EditBlock] = []
-    for patched_file in patch_set:
-        path = patched_file.path
-        # unidiff's is_added_file/is_removed_file also guess from the hunks, and take an insertion at the top
-        # of a file (`@@ -0,0 +1 @@` without context) for a new file; git's headers say it for certain.
-        is_added, is_removed = (
-            name == "/dev/null" for name in (patched_file.source_file, patched_file.target_file)
+def render_edit_blocks(blocks: Iterable[EditBlock]) -> str:
+    """The blocks in the documented format (fenced, `### path`), ready for a demonstration's answer."""
+    rendered = []
+    for block in blocks:
+        rendered.append(
+            f"```{fence_language(block.path)}\n### {block.path}\n<<<<<<< SEARCH\n{as_block_text(block.search)}"
+            f"=======\n{as_block_text(block.replace)}>>>>>>> REPLACE\n```\n"
         )
-        if is_removed or patched_file.is_rename or patched_file.is_binary_file:
-            raise EditError(
-                f"{path}: deleted, renamed and binary files cannot be written as edit blocks.", path
-            )
-        if is_added:
-            if path in files:
-                raise EditError(
-                    f"{path}: the patch creates this file, but it is among the files given.", path
-                )
-            new_lines = [value for kind, value in _hunk_lines(hunk for hunk in patched_file) if kind == "+"]
-            blocks.append(EditBlock(path, "", _as_written("".join(new_lines))))
-            continue
-        if path not in files:
-            raise EditError(
-                f"{path}: the patch changes this file, but it is not among the files given.", path
-            )
-        if not len(patched_file):
-            raise EditError(f"{path}: a change without hunks (a mode change) cannot be an edit block.", path)
-        content, shift = files[path], 0
-        for hunk in patched_file:
-            block, content = _hunk_to_block(path, content, hunk, shift)
-            blocks.append(block)
-            shift += hunk.target_length - hunk.source_length
-    return blocks
+    return "\n".join(rendered)
 
 
-def _hunk_lines(hunks) -> list[tuple[str, str]]:
-    """(kind, text) of each line of the hunks; a line before `\\ No newline at end of file` loses its `\\n`."""
-    lines: list[tuple[str, str]] = []
-    for hunk in hunks:
-        for line in hunk:
-            if line.line_type == "\\":
-                if lines:
-                    kind, text = lines[-1]
-                    lines[-1] = (kind, text.removesuffix("\n"))
-            else:
-                lines.append((line.line_type, line.value))
-    return lines
+def fence_language(path: str) -> str:
+    """The info string of a code fence around `path`'s text: `python` for `a/b.py`, empty if unknown."""
+    return FENCE_LANGUAGES.get(PurePosixPath(path).suffix, "")
 
 
-def _hunk_to_block(path: str, content: str, hunk, shift: int) -> tuple[EditBlock, str]:
-    """The block for one hunk, applied to `content` as the previous hunks left it; and the content after it."""
-    file_lines = _split_lines(content)
-    start = (hunk.source_start - 1 if hunk.source_length else hunk.source_start) + shift
-    end = start + hunk.source_length
-    hunk_lines = _hunk_lines([hunk])
-    old_lines = [text for kind, text in hunk_lines if kind != "+"]
-    found = file_lines[start:end] if 0 <= start <= end <= len(file_lines) else []
-    if len(found) != len(old_lines) or any(
-        a.rstrip("\r\n") != b.rstrip("\r\n") for a, b in zip(found, old_lines)
-    ):
-        raise EditError(
-            f"{path}: the hunk at line {hunk.source_start} does not apply to the file given.", path
-        )
-    # Context lines are copied from the file, so they keep its line endings.
-    new_lines: list[str] = []
-    old_index = start
-    for kind, text in hunk_lines:
-        if kind == "+":
-            new_lines.append(text)
-        else:
-            if kind == " ":
-                new_lines.append(file_lines[old_index])
-            old_index += 1
-    expected = "".join(file_lines[:start] + new_lines + file_lines[end:])
-    if any(_is_marker(line) for line in old_lines + new_lines):
-        raise EditError(
-            f"{path}: the hunk at line {hunk.source_start} has a line that reads as a block marker."
-        )
-    low, high = start, end
-    while True:
-        block = EditBlock(
-            path,
-            _as_written("".join(file_lines[low:high])),
-            _as_written("".join(file_lines[low:start] + new_lines + file_lines[end:high])),
-        )
-        try:
-            result = _apply_block(block, content)
-        except (NoMatchError, AmbiguousMatchError):
-            result = None
-        if result == expected or (
-            # The format cannot change whether the file ends with a newline; that alone may differ.
-            result is not None
-            and content.endswith("\n") != expected.endswith("\n")
-            and _same_but_final_newline(result, expected)
-        ):
-            return block, result
-        # Grow upwards and downwards in turn, never over a line that would read as a marker.
-        can_grow_up = low > 0 and not _is_marker(file_lines[low - 1])
-        can_grow_down = high < len(file_lines) and not _is_marker(file_lines[high])
-        if can_grow_up and (not can_grow_down or (start - low) <= (high - end)):
-            low -= 1
-        elif can_grow_down:
-            high += 1
-        else:
-            raise EditError(
-                f"{path}: no SEARCH text around the hunk at line {hunk.source_start} matches only there.",
-                path,
-            )
-
-
-def _is_marker(line: str) -> bool:
+def is_block_marker(line: str) -> bool:
+    """Whether a line (its ending aside) reads as a SEARCH, separator or REPLACE marker."""
     line = line.rstrip("\r\n")
     return any(pattern.fullmatch(line) for pattern in (_SEARCH_MARKER, _SEPARATOR, _REPLACE_MARKER))
 
 
-def _as_written(text: str) -> str:
+def as_block_text(text: str) -> str:
     """`text` as a parsed block holds it: `\\n` line ends, the last line ended too."""
     text = _unix_newlines(text)
     return text if not text or text.endswith("\n") else text + "\n"
@@ -737,26 +446,3 @@ def _unix_newlines(text: str) -> str:
     return re.sub(r"\r+\n", "\n", text)
 
 
-def _same_but_final_newline(result: str, expected: str) -> bool:
-    """Whether the texts are equal, but for a final newline that one has and the other not."""
-    return (
-        result == expected
-        or result == _drop_final_newline(expected)
-        or _drop_final_newline(result) == expected
-    )
-
-
-def _drop_final_newline(text: str) -> str:
-    return re.sub(r"\r?\n\Z", "", text)
-
-
-def render_edit_blocks(blocks: Iterable[EditBlock]) -> str:
-    """The blocks in the documented format (fenced, `### path`), ready for a demonstration's answer."""
-    rendered = []
-    for block in blocks:
-        suffix = block.path[block.path.rfind(".") :] if "." in block.path else ""
-        rendered.append(
-            f"```{_FENCE_LANGUAGES.get(suffix, '')}\n### {block.path}\n<<<<<<< SEARCH\n{_as_written(block.search)}"
-            f"=======\n{_as_written(block.replace)}>>>>>>> REPLACE\n```\n"
-        )
-    return "\n".join(rendered)
