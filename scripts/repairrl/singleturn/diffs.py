@@ -58,7 +58,9 @@ def file_diff(path: str, old: str | None, new: str) -> str:
     # difflib's own `---`/`+++` lines are dropped: git's carry the `a/`, `b/` and tab conventions above.
     hunks = list(difflib.unified_diff(split_lines(old or ""), split_lines(new), n=3))[2:]
     # A last line without a newline is followed by git's marker, so that the diff says so and stays line-based.
-    return "".join(header + [line if line.endswith("\n") else f"{line}\n{NO_NEWLINE_MARKER}" for line in hunks])
+    return "".join(
+        header + [line if line.endswith("\n") else f"{line}\n{NO_NEWLINE_MARKER}" for line in hunks]
+    )
 
 
 def diff_to_edit_blocks(files: Mapping[str, str], patch: str) -> list[EditBlock]:

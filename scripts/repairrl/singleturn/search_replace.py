@@ -444,5 +444,3 @@ def as_block_text(text: str) -> str:
 def _unix_newlines(text: str) -> str:
     # `\r+` rather than `\r`, so that normalizing twice changes nothing ("a\r\r\n" would become "a\r\n").
     return re.sub(r"\r+\n", "\n", text)
-
-
