@@ -43,21 +43,12 @@ BASE_TRAJECTORIES = [
         ],
         "diff": "diff",
     },
-    {  # older shapes: turns from the messages, prompt + completion tokens, {kind: n}
+    {  # a single-turn episode (repairrl.singleturn): one model call, no tools
         "instance_id": "t1",
-        "messages": [
-            {"role": "user", "content": "fix it"},
-            {
-                "role": "assistant",
-                "content": "",
-                "tool_calls": [{"function": {"name": "bash", "arguments": "{}"}}],
-            },
-            {"role": "tool", "content": "out"},
-            {"role": "assistant", "content": "done"},
-        ],
-        "prompt_tokens": 200,
-        "completion_tokens": 50,
-        "tool_stats": {"grep": 1},
+        "tokens": {"context": 250, "completion": 40, "turns": 1},
+        "tool_stats": None,
+        "tool_calls": [],
+        "diff": "",
     },
 ]
 
@@ -86,13 +77,13 @@ def test_results_row_from_summary_and_trajectories():
     assert row["resolve_rate"] == 0.2 and row["resolved"] == 2 and row["tasks"] == 10
     assert row["resolve_rate_ci_low"] == pytest.approx(0.0567, abs=1e-4)
     assert row["non_empty_patches"] == 7 and row["non_empty_patch_rate"] == 0.7
-    # 4 calls reached a tool and 1 more was invalid in the first episode; 1 call in the second one's messages
-    assert (row["well_formed_tool_calls"], row["tool_calls"]) == (5, 6)
-    # turns with a well-formed call: turns 1 and 2 of 3, then 1 of 2 assistant messages
-    assert (row["well_formed_tool_call_turns"], row["model_turns"], row["well_formed_tool_call_rate"]) == (3, 5, 0.6)
-    assert row["mean_turns"] == 2.5  # 3 model calls, and 2 assistant messages
-    assert row["mean_tokens"] == 200  # (150 + (200 + 50)) / 2
-    assert row["tool_use_by_kind"] == {"cat": 2, "git": 1, "grep": 1}
+    # 4 calls reached a tool and 1 more was invalid in the first episode; the single-turn one made none
+    assert (row["well_formed_tool_calls"], row["tool_calls"]) == (4, 5)
+    # turns with a well-formed call: turns 1 and 2 of 3, then none of the single-turn episode's 1 turn
+    assert (row["well_formed_tool_call_turns"], row["model_turns"], row["well_formed_tool_call_rate"]) == (2, 4, 0.5)
+    assert row["mean_turns"] == 2  # 3 model calls, then 1
+    assert row["mean_tokens"] == 200  # (150 + 250) / 2: the context after the last turn
+    assert row["tool_use_by_kind"] == {"cat": 2, "git": 1}
 
 
 def write_tsv(path: Path, seconds: float) -> None:

@@ -1,7 +1,7 @@
 """Numbers of the results table, computed from records on disk: grading summaries and agent trajectories.
 
-Pure functions from plain dicts: `episode_stats` is the one place that reads the agent's trajectory records
-(the field names it accepts are listed there), `results_row` the one place that combines them with a run
+Pure functions from plain dicts: `episode_stats` is the one place that reads trajectory records (the fields it
+reads are listed there), `results_row` the one place that combines them with a run
 summary (swebench's `make_run_report` keys) into a row of workflow/schemas/results.schema.yaml.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-
-from repairrl.trajectories import episode_patch
 
 Z_95 = 1.959963984540054  # the 97.5th percentile of the standard normal
 MODEL_ORDER = ("base", "sft", "grpo")
@@ -43,124 +41,33 @@ def rate(numerator: int, denominator: int) -> float | None:
 
 # --- one trajectory record ---
 
-TOKEN_HOLDERS = ("tokens", "token_counts", "usage")
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def episode_tokens(record: Mapping) -> float | None:
-    """Tokens of the episode.
-
-    The agent's record (workflow/schemas/trajectory.schema.yaml) has `tokens.context`, the conversation's length
-    after the last turn (prompt and every completion); otherwise a `total`, or prompt + completion counts, from
-    `tokens`/`token_counts`/`usage` or the top level.
-    """
-    for key in TOKEN_HOLDERS:
-        holder = record.get(key)
-        if isinstance(holder, Mapping):
-            for name in ("context", "total", "total_tokens"):
-                if _number(holder.get(name)) is not None:
-                    return _number(holder[name])
-            parts = [_number(v) for k, v in holder.items() if "prompt" in k or "completion" in k]
-            parts = [p for p in parts if p is not None]
-            if parts:
-                return sum(parts)
-        elif _number(holder) is not None:
-            return _number(holder)
-    parts = [_number(record.get(k)) for k in ("prompt_tokens", "completion_tokens")]
-    parts = [p for p in parts if p is not None]
-    return sum(parts) if parts else None
-
-
-def episode_turns(record: Mapping) -> float | None:
-    """Model calls: `tokens.turns` (the agent's record) or `turns`, else the assistant messages."""
-    tokens = record.get("tokens")
-    if isinstance(tokens, Mapping) and _number(tokens.get("turns")) is not None:
-        return _number(tokens["turns"])
-    if _number(record.get("turns")) is not None:
-        return _number(record["turns"])
-    messages = record.get("messages")
-    if isinstance(messages, list):
-        return float(sum(1 for m in messages if isinstance(m, Mapping) and m.get("role") == "assistant"))
-    return None
-
-
-def tool_use_by_kind(record: Mapping) -> Counter:
-    """Tool calls per command kind: the agent's `tool_stats.command_kinds` (shell commands by their first word);
-    otherwise `tool_stats` itself as {kind: n} or {kind: {calls|count: n, ...}}."""
-    counts: Counter = Counter()
-    stats = record.get("tool_stats") or record.get("tool_use") or {}
-    if isinstance(stats, Mapping):
-        stats = stats.get("command_kinds", stats.get("by_kind", stats))
-    if not isinstance(stats, Mapping):
-        return counts
-    for kind, value in stats.items():
-        if isinstance(value, Mapping):
-            value = next(
-                (value[k] for k in ("calls", "count", "n") if _number(value.get(k)) is not None), None
-            )
-        if _number(value) is not None:
-            counts[str(kind)] += int(value)
-    return counts
-
-
-def tool_call_counts(record: Mapping) -> tuple[int, int] | None:
-    """(well-formed tool calls, tool calls attempted) of the episode, or None when the record does not say.
-
-    The agent's record: `tool_stats.calls` reached a tool; `tool_stats.invalid_calls` more never did (bad JSON,
-    unknown tool, bad arguments). Otherwise `tool_calls` ({well_formed, malformed}) or top-level
-    `well_formed_tool_calls` / `malformed_tool_calls`; failing those, the tool calls in assistant messages.
-    """
-    stats = record.get("tool_stats")
-    if isinstance(stats, Mapping) and _number(stats.get("calls")) is not None:
-        calls = int(stats["calls"])
-        return calls, calls + int(_number(stats.get("invalid_calls")) or 0)
-    holder = record.get("tool_calls") if isinstance(record.get("tool_calls"), Mapping) else record
-    good = _number(holder.get("well_formed", holder.get("well_formed_tool_calls")))
-    bad = _number(holder.get("malformed", holder.get("malformed_tool_calls", holder.get("parse_errors"))))
-    if good is None:
-        messages = record.get("messages")
-        if not isinstance(messages, list):
-            return None
-        good = float(sum(len(m.get("tool_calls") or []) for m in messages if isinstance(m, Mapping)))
-    bad = bad or 0.0
-    return int(good), int(good + bad)
-
-
-def well_formed_call_turns(record: Mapping) -> int | None:
-    """Model turns that made at least one well-formed tool call.
-
-    The rate the report shows is per model turn, not per call: a model that never calls a tool (the base model
-    answering in prose) has no calls at all, and a per-call rate would be undefined instead of 0.
-    """
-    calls = record.get("tool_calls")
-    if isinstance(calls, list) and all(isinstance(c, Mapping) and "turn" in c for c in calls):
-        return len({c["turn"] for c in calls if not c.get("error")})
-    messages = record.get("messages")
-    if isinstance(messages, list):
-        return sum(1 for m in messages if isinstance(m, Mapping) and m.get("role") == "assistant" and m.get("tool_calls"))
-    return None
-
 
 def episode_stats(record: Mapping) -> dict:
-    patch = episode_patch(record) or ""
+    """The numbers of one episode the results row sums or averages.
+
+    Every trajectory is written by `repairrl.trajectories.trajectory_record` (the agent's loop and the single-turn
+    episodes alike), so the fields are those of workflow/schemas/trajectory.schema.yaml: `tokens.context` (the
+    conversation's length after the last turn), `tokens.turns` (model calls), `tool_stats` (None for single-turn
+    episodes and episodes that could not run) and `tool_calls`, one entry per call with its turn and error.
+    """
+    stats = record["tool_stats"] or {}
+    calls = stats.get("calls", 0)
     return {
-        "instance_id": record.get("instance_id"),
-        "turns": episode_turns(record),
-        "tokens": episode_tokens(record),
-        "tool_use": tool_use_by_kind(record),
-        "tool_calls": tool_call_counts(record),
-        "well_formed_call_turns": well_formed_call_turns(record),
-        "non_empty_patch": bool(patch.strip()),
-        "stop_reason": record.get("stop_reason"),
+        "turns": record["tokens"]["turns"],
+        "tokens": record["tokens"]["context"],
+        "tool_use": Counter(stats.get("command_kinds", {})),
+        # (well-formed calls, calls attempted): `calls` reached a tool, `invalid_calls` more never did (bad JSON,
+        # unknown tool, bad arguments).
+        "tool_calls": (calls, calls + stats.get("invalid_calls", 0)),
+        # Model turns with at least one well-formed call: the rate the report shows is per turn, not per call, so
+        # that a model that never calls a tool (the base model answering in prose) scores 0, not undefined.
+        "well_formed_call_turns": len({call["turn"] for call in record["tool_calls"] if not call["error"]}),
     }
 
 
-def _mean(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return sum(present) / len(present) if present else None
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
 
 
 # --- one (benchmark, model) row ---
@@ -181,10 +88,8 @@ def results_row(benchmark: str, model: str, summary: Mapping, trajectories: list
     non_empty = len(submitted) - len(summary["empty_patch_ids"])
     low, high = wilson_interval(resolved, total)
     episodes = [episode_stats(r) for r in trajectories]
-    calls = [e["tool_calls"] for e in episodes if e["tool_calls"] is not None]
-    good, attempted = sum(c[0] for c in calls), sum(c[1] for c in calls)
-    counted = [e for e in episodes if e["well_formed_call_turns"] is not None and e["turns"]]
-    call_turns, turns = sum(e["well_formed_call_turns"] for e in counted), sum(e["turns"] for e in counted)
+    good, attempted = sum(e["tool_calls"][0] for e in episodes), sum(e["tool_calls"][1] for e in episodes)
+    call_turns, turns = sum(e["well_formed_call_turns"] for e in episodes), sum(e["turns"] for e in episodes)
     tool_use: Counter = Counter()
     for episode in episodes:
         tool_use.update(episode["tool_use"])
@@ -203,8 +108,8 @@ def results_row(benchmark: str, model: str, summary: Mapping, trajectories: list
         "tool_calls": attempted,
         "well_formed_tool_calls": good,
         "well_formed_tool_call_turns": call_turns,
-        "model_turns": int(turns),
-        "well_formed_tool_call_rate": rate(call_turns, int(turns)),
+        "model_turns": turns,
+        "well_formed_tool_call_rate": rate(call_turns, turns),
         "mean_turns": _mean(e["turns"] for e in episodes),
         "mean_tokens": _mean(e["tokens"] for e in episodes),
         "tool_use_by_kind": dict(sorted(tool_use.items())),
