@@ -185,7 +185,7 @@ def compose_rewards(weights: Mapping[str, float], task_kind: str | None = None) 
 
 # --- which configured rewards the grader can compute, checked before a stage starts ---
 
-# The sandboxes repairrl's own grader (repairrl.grading.grade_with_tests) runs tests in. On a host checkout it
+# The sandboxes repairrl's own grader (repairrl.grading.grade.grade_with_tests) runs tests in. On a host checkout it
 # runs only these frameworks (repairrl.grading.test_runner); the image graders (grade.IMAGE_BACKENDS) run a
 # swebench-format task's eval script in its own image instead (repairrl.grading.container), and need that task's
 # eval script and log parser. gitbug-java tasks need GitBug-Java's runner: repairrl.evaluate's, not here.
