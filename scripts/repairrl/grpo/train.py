@@ -51,14 +51,7 @@ from typing import Any
 
 from trl import GRPOConfig, GRPOTrainer
 
-from repairrl.fingerprint import (
-    NOT_STATE_FIELDS,
-    changed_fields,
-    claim_state_once,
-    model_signature,
-    path_signature,
-    stage_fingerprint,
-)
+from repairrl import fingerprint
 from repairrl.grpo.rollout import AgentRollout, RolloutConfig, component_reward_funcs
 from repairrl.models.export import export_merged_model
 from repairrl.models.loading import load_for_training
@@ -392,12 +385,13 @@ NOT_STATE_ARGS = ("model", "tasks", "out", "resume", "cache_dir", "work_root", "
 
 def grpo_fingerprint(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
     """What the checkpoints (and the episode journal and metrics that go with them) are trained from."""
-    inputs = {"model": model_signature(args.model), "tasks": path_signature(args.tasks)}
+    inputs = {"model": fingerprint.model_signature(args.model), "tasks": fingerprint.path_signature(args.tasks)}
     script = {k: v for k, v in vars(args).items() if k not in NOT_STATE_ARGS}
     # The default is built with this run's batch shape: TRL's defaults need not divide over its processes.
     batch = {k: getattr(config, k) for k in ("tasks_per_step", "num_generations", "per_device_train_batch_size")}
     default = type(config)(output_dir=config.output_dir, generation="inprocess", **batch)
-    return stage_fingerprint(inputs, {**script, **batch, **changed_fields(config, default, NOT_STATE_FIELDS)})
+    trainer = fingerprint.changed_fields(config, default, fingerprint.NOT_STATE_FIELDS)
+    return fingerprint.stage_fingerprint(inputs, {**script, **batch, **trainer})
 
 
 def train_grpo(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
@@ -409,7 +403,7 @@ def train_grpo(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
     tasks = read_task_table(args.tasks, args.task)
     # Before the model loads: a reward the grader cannot compute would train on zeros.
     check_rewards_computable(parse_rewards(args.rewards), args.task, tasks, args.sandbox)
-    claim_state_once(config.output_dir, grpo_fingerprint(args, config), what="grpo", resume=args.resume)
+    fingerprint.claim_state_once(config.output_dir, grpo_fingerprint(args, config), what="grpo", resume=args.resume)
     resume_from = last_checkpoint(Path(config.output_dir)) if args.resume else None
     if args.resume and resume_from is None:
         print(f"--resume: no checkpoint under {config.output_dir} yet, starting from step 0", file=sys.stderr)

@@ -34,14 +34,7 @@ from pathlib import Path
 
 from trl import SFTConfig
 
-from repairrl.fingerprint import (
-    NOT_STATE_FIELDS,
-    changed_fields,
-    claim_state_once,
-    model_signature,
-    path_signature,
-    stage_fingerprint,
-)
+from repairrl import fingerprint
 from repairrl.models.export import export_merged_model
 from repairrl.models.loading import load_for_training
 from repairrl.records import atomic_write
@@ -230,19 +223,22 @@ def sft_fingerprint(args: SFTScriptArguments, config: RepairSFTConfig) -> dict:
     """What the checkpoints are trained from: the base model, the dataset, a template override, and every flag
     that changes the training (not how far it goes or where it writes)."""
     # `datasets` writes its map caches into the dataset's own directory while training: not a change of data.
-    inputs = {"model": model_signature(args.model), "dataset": path_signature(args.dataset, ["cache-*.arrow"])}
+    inputs = {
+        "model": fingerprint.model_signature(args.model),
+        "dataset": fingerprint.path_signature(args.dataset, ["cache-*.arrow"]),
+    }
     if args.training_chat_template:
-        inputs["training_chat_template"] = path_signature(args.training_chat_template)
+        inputs["training_chat_template"] = fingerprint.path_signature(args.training_chat_template)
     not_state = ("model", "dataset", "out", "resume", *TRACKING_FIELDS)
     script = {k: v for k, v in vars(args).items() if k not in not_state}
-    trainer = changed_fields(config, type(config)(output_dir=config.output_dir), NOT_STATE_FIELDS)
-    return stage_fingerprint(inputs, {**script, **trainer})
+    trainer = fingerprint.changed_fields(config, type(config)(output_dir=config.output_dir), fingerprint.NOT_STATE_FIELDS)
+    return fingerprint.stage_fingerprint(inputs, {**script, **trainer})
 
 
 def train_sft(args: SFTScriptArguments, config: SFTConfig) -> dict:
     out_dir = Path(args.out)
     lora = args.lora and not args.full
-    claim_state_once(config.output_dir, sft_fingerprint(args, config), what="sft", resume=args.resume)
+    fingerprint.claim_state_once(config.output_dir, sft_fingerprint(args, config), what="sft", resume=args.resume)
     model, tokenizer = load_for_training(args.model, bool(config.bf16), lora)
     original_template = tokenizer.chat_template
     dataset = load_sft_dataset(args.dataset)
