@@ -110,6 +110,89 @@ def test_concurrent_episodes_share_generate_calls(embedded, buggy_repo, tmp_path
     assert backend.requests == turns and backend.generate_calls < turns
 
 
+def scripted_tool_episode(backend: InProcessBackend, tool_outputs: list[str]) -> tuple[list, list[str]]:
+    """One session driven by a scripted tool environment: each model turn is answered with the next tool output."""
+    session = backend.start_session()
+    messages = [{"role": "system", "content": "You fix bugs. Use the shell tool."},
+                {"role": "user", "content": "add(2, 3) returns -1 instead of 5 in calc.py."}]
+    replies = []
+    try:
+        for number, output in enumerate([*tool_outputs, None]):
+            turn = session.generate(messages)
+            replies.append(turn.content)
+            if output is not None:
+                messages += [{"role": "assistant", "content": turn.content},
+                             {"role": "tool", "tool_call_id": f"call_{number}", "content": output}]
+    finally:
+        session.close()
+    return session.trace, replies
+
+
+TOOL_OUTPUTS = ["def add(a, b):\n    return a - b\n", "calc.py\ntest_calc.py\n", "1 failed, 3 passed in 0.02s"]
+
+
+def test_kv_cache_reuse_across_turns_keeps_the_trace_identical(embedded):
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=12)
+    traces, prefilled = {}, {}
+    for reuse in (True, False):
+        backend = InProcessBackend(embedded.model, embedded.tokenizer, greedy, reuse_kv_cache=reuse)
+        try:
+            traces[reuse], _ = scripted_tool_episode(backend, TOOL_OUTPUTS)
+        finally:
+            backend.close()
+        prefilled[reuse] = backend.prefilled_tokens
+    reused, full = traces[True], traces[False]
+    assert len(generated_spans(full.loss_mask)) == 4
+    assert reused.token_ids == full.token_ids and reused.loss_mask == full.loss_mask
+    assert reused.logprobs == pytest.approx(full.logprobs, abs=1e-4)
+    # Without reuse every turn prefills the whole conversation. With it only the first turn does; a later turn
+    # feeds the last sampled token (never fed during generation) and the new tool turn.
+    turns = len(generated_spans(full.loss_mask))
+    assert prefilled[True] == len(full.token_ids) - sum(full.loss_mask) + turns - 1
+    assert prefilled[False] > 3 * full.loss_mask.index(1)
+
+
+def test_kv_cache_reuse_in_mixed_batches_matches_full_prefill(embedded):
+    """Rows with caches of different lengths, a first turn beside them, and a prompt that diverges from its cache."""
+    from repairrl.models.backends import _Request, _SessionKV
+
+    tokenizer = embedded.tokenizer
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=8)
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    prompts = [encode("<|im_start|>user\nCount to ten.<|im_end|>\n<|im_start|>assistant\n"),
+               encode("<|im_start|>user\nName three colours, briefly please.<|im_end|>\n<|im_start|>assistant\n")]
+    tool = encode("<|im_end|>\n<|im_start|>tool\nok<|im_end|>\n<|im_start|>assistant\n")
+    late = encode("<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n")
+
+    def run(reuse: bool) -> list[tuple[list[int], list[float]]]:
+        backend = InProcessBackend(embedded.model, embedded.tokenizer, greedy, reuse_kv_cache=reuse)
+        backend.close()  # only its generate step is used here, on hand-made batches
+        kvs = [_SessionKV() if reuse else None for _ in range(3)]
+        results = []
+
+        def step(rows: list[tuple[list[int], int]]) -> list[_Request]:
+            batch = [_Request(prompt, 8, kvs[session]) for prompt, session in rows]
+            backend._generate(batch)
+            results.extend((r.ids, r.logprobs) for r in batch)
+            return batch
+
+        first = step([(prompts[0], 0), (prompts[1], 1)])
+        second = step([(first[0].prompt_ids + first[0].ids + tool, 0), (late, 2),
+                       (first[1].prompt_ids + first[1].ids + tool + tool, 1)])
+        diverged = list(second[0].prompt_ids)
+        diverged[len(prompts[0]) // 2] = encode(" seven")[0]  # an edit inside the cached part: only the prefix is reused
+        step([(diverged + second[0].ids + tool, 0)])
+        return results
+
+    reused, full = run(True), run(False)
+    assert [ids for ids, _ in reused] == [ids for ids, _ in full]
+    for (_, reused_logprobs), (_, full_logprobs) in zip(reused, full, strict=True):
+        assert reused_logprobs == pytest.approx(full_logprobs, abs=1e-4)
+
+
 # --- the OpenAI-compatible backend, against a fake client -----------------------------------------------------
 
 

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 # Trace sources, from most to least trustworthy for training.
@@ -443,9 +444,38 @@ class TokenEndpointBackend:
 
 
 @dataclass
+class _SessionKV:
+    """The keys and values an episode's last generate call computed, kept for its next turn.
+
+    `layers[i]` is layer i's (keys, values), each (kv heads, len(ids), head dim): the tokens `ids`, which are the
+    last prompt and the ids sampled after it but the last one (generate samples it and stops before feeding it).
+    """
+
+    ids: list[int] = field(default_factory=list)
+    layers: list[tuple[Any, Any]] = field(default_factory=list)
+
+    def reusable(self, prompt_ids: list[int]) -> int:
+        """How many leading tokens of `prompt_ids` these keys and values hold (at least one token is left to feed).
+
+        A session's next prompt extends the last one token for token, so this is normally all of `ids`; a prompt
+        that diverges reuses only the common prefix (the cache is cropped there).
+        """
+        if not self.layers:
+            return 0
+        limit = max(0, min(len(self.ids), len(prompt_ids) - 1))
+        if prompt_ids[:limit] == self.ids[:limit]:
+            return limit
+        return next(i for i in range(limit) if prompt_ids[i] != self.ids[i])
+
+    def clear(self) -> None:
+        self.ids, self.layers = [], []
+
+
+@dataclass
 class _Request:
     prompt_ids: list[int]
     max_new_tokens: int
+    kv: _SessionKV | None = None  # the session's cache, when the backend reuses it across turns
     done: threading.Event = field(default_factory=threading.Event)
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -464,16 +494,28 @@ class InProcessBackend:
     Logprobs are log-softmax of the raw logits divided by the temperature, as TRL's GRPO computes them (top-p
     truncation is not reflected). Sampling within a batch draws from one generator seeded per generate call, so
     a seeded run repeats exactly only with the same batch composition.
+
+    KV cache across turns (`reuse_kv_cache`): a turn's prompt is the last prompt, the sampled ids and the new tool
+    turns, so each session keeps the keys and values its last generate call computed and the next call feeds only
+    what is new. In a batch every row feeds the same number of trailing tokens (the longest new part): a row with
+    less that is new recomputes a few cached tokens, a row with no cache (a first turn) feeds its whole prompt.
+    Positions come from the attention mask, so a row's cached keys are valid whatever padding its batch had. The
+    tokens, and so the trace, are the same as without reuse; it costs one cache per open session in memory (a
+    model whose cache is not a plain per-layer DynamicCache, e.g. sliding-window or linear-attention layers,
+    always prefills in full).
     """
 
     def __init__(self, model: Any, tokenizer: Any, sampling: SamplingParams = SamplingParams(),
-                 model_name: str = "inprocess", max_batch_size: int = 16, batch_window_s: float = 0.05):
+                 model_name: str = "inprocess", max_batch_size: int = 16, batch_window_s: float = 0.05,
+                 reuse_kv_cache: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.sampling = sampling
         self.model_name = model_name
         self.max_batch_size = max_batch_size
         self.batch_window_s = batch_window_s
+        self.reuse_kv_cache = reuse_kv_cache
+        self.prefilled_tokens = 0  # prompt tokens fed to the model, cached ones not counted
         self.generate_calls = 0
         self.requests = 0
         eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
@@ -510,21 +552,24 @@ class InProcessBackend:
     def start_session(self, tools: list[dict] | None = None, seed: int | None = None) -> _TokenSession:
         with self._cond:
             self._open_sessions += 1
-        return _TokenSession(self._renderer(tools), self._sample, self.sampling.max_new_tokens, INPROCESS,
-                             on_close=self._end_session)
+        kv = _SessionKV() if self.reuse_kv_cache else None
+        return _TokenSession(self._renderer(tools), partial(self._sample, kv=kv), self.sampling.max_new_tokens,
+                             INPROCESS, on_close=partial(self._end_session, kv))
 
-    def _sample(self, prompt_ids: list[int], max_new_tokens: int, seed: int | None
+    def _sample(self, prompt_ids: list[int], max_new_tokens: int, seed: int | None, kv: _SessionKV | None = None
                 ) -> tuple[list[int], list[float], str]:
-        request = self._submit(prompt_ids, max_new_tokens)
+        request = self._submit(prompt_ids, max_new_tokens, kv)
         return request.ids, request.logprobs, request.finish_reason
 
-    def _end_session(self) -> None:
+    def _end_session(self, kv: _SessionKV | None = None) -> None:
+        if kv is not None:
+            kv.clear()  # the session's turns are over: its cache is memory only
         with self._cond:
             self._open_sessions -= 1
             self._cond.notify_all()
 
-    def _submit(self, prompt_ids: list[int], max_new_tokens: int) -> _Request:
-        request = _Request(list(prompt_ids), max_new_tokens)
+    def _submit(self, prompt_ids: list[int], max_new_tokens: int, kv: _SessionKV | None = None) -> _Request:
+        request = _Request(list(prompt_ids), max_new_tokens, kv)
         with self._cond:
             if self._closed:
                 raise ModelError("the in-process backend is closed")
@@ -563,26 +608,29 @@ class InProcessBackend:
         import torch
 
         width = max(len(r.prompt_ids) for r in batch)
+        reused = [r.kv.reusable(r.prompt_ids) if r.kv is not None else 0 for r in batch]
+        fed = max(len(r.prompt_ids) - n for r, n in zip(batch, reused, strict=True))  # trailing tokens every row feeds
         input_ids = torch.tensor([[self.pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in batch])
         attention_mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in batch])
-        sampling = self.sampling
-        options: dict[str, Any] = {"do_sample": sampling.temperature > 0}
-        if sampling.temperature > 0:
-            options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=None)
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed + self.generate_calls)
+        device = self.model.device
+        cache_name = _generate_cache_argument()
+        past = {cache_name: self._batch_cache(batch, width - fed, fed, device)} if fed < width else {}
+        self.prefilled_tokens += len(batch) * fed
+        options = self._decoding_options(batch)
+        if self.sampling.seed is not None:
+            torch.manual_seed(self.sampling.seed + self.generate_calls)
         self.generate_calls += 1
         with torch.inference_mode():
             output = self.model.generate(
-                input_ids=input_ids.to(self.model.device), attention_mask=attention_mask.to(self.model.device),
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                 max_new_tokens=max(r.max_new_tokens for r in batch), pad_token_id=self.pad_id,
                 eos_token_id=sorted(self.eos_ids), return_dict_in_generate=True, output_logits=True,
                 # A trainer's model has the KV cache switched off for training; without it every new token
                 # recomputes the whole conversation.
-                use_cache=True, **options,
+                use_cache=True, **options, **past,
             )
             new_tokens = output.sequences[:, width:]
-            scale = sampling.temperature if sampling.temperature > 0 else 1.0
+            scale = self.sampling.temperature if self.sampling.temperature > 0 else 1.0
             step_logprobs = torch.stack([
                 torch.log_softmax(logits.float() / scale, dim=-1).gather(-1, new_tokens[:, t: t + 1]).squeeze(-1)
                 for t, logits in enumerate(output.logits)
@@ -593,12 +641,75 @@ class InProcessBackend:
             request.finish_reason = "stop" if end is not None else "length"
             request.ids = ids[:end] if end is not None else ids
             request.logprobs = step_logprobs[row, : len(request.ids)].tolist()
+        self._keep_session_caches(batch, width, getattr(output, cache_name, None))
+
+    def _decoding_options(self, batch: list[_Request]) -> dict[str, Any]:
+        """`generate`'s sampling arguments for a batch: greedy at temperature 0."""
+        sampling = self.sampling
+        options: dict[str, Any] = {"do_sample": sampling.temperature > 0}
+        if sampling.temperature > 0:
+            options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=None)
+        return options
+
+    @staticmethod
+    def _batch_cache(batch: list[_Request], past: int, fed: int, device: Any) -> Any:
+        """The rows' kept caches as one left-padded DynamicCache of `past` positions, before the `fed` inputs.
+
+        A row's tokens end at the batch's last column, so its first len(prompt) - fed tokens are its cached part;
+        pad columns stay zero (masked out).
+        """
+        import torch
+        from transformers import DynamicCache
+
+        sample = next(r.kv.layers for r in batch if r.kv is not None and r.kv.layers)
+        layers = []
+        for layer, (key_sample, value_sample) in enumerate(sample):
+            heads = key_sample.shape[0]
+            keys = torch.zeros((len(batch), heads, past, key_sample.shape[-1]), dtype=key_sample.dtype, device=device)
+            values = torch.zeros((len(batch), heads, past, value_sample.shape[-1]), dtype=value_sample.dtype,
+                                 device=device)
+            for row, request in enumerate(batch):
+                used = len(request.prompt_ids) - fed  # <= the tokens its cache holds, by the choice of `fed`
+                if used > 0:
+                    key, value = request.kv.layers[layer]
+                    keys[row, :, past - used:] = key[:, :used]
+                    values[row, :, past - used:] = value[:, :used]
+            layers.append((keys, values))
+        return DynamicCache(layers)
+
+    @staticmethod
+    def _keep_session_caches(batch: list[_Request], width: int, cache: Any) -> None:
+        """Keep each session's prompt + sampled ids (but the last, never fed) from the batch's cache, unpadded."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        plain = type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
+        for row, request in enumerate(batch):
+            if request.kv is None:
+                continue
+            if not plain or not request.ids:  # other layer kinds (sliding windows, linear attention) do not
+                # hold every position
+                request.kv.clear()
+                continue
+            start, end = width - len(request.prompt_ids), width + len(request.ids) - 1
+            request.kv.ids = request.prompt_ids + request.ids[:-1]
+            # Copies, not views: a view would keep the whole batch's cache alive for as long as any session.
+            request.kv.layers = [(layer.keys[row, :, start:end].clone(), layer.values[row, :, start:end].clone())
+                                 for layer in cache.layers]
 
     def close(self) -> None:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         self._batcher.join(timeout=60)
+
+
+def _generate_cache_argument() -> str:
+    """The name of `generate`'s cache argument and output field: transformers 5 renamed `past_key_values` to
+    `cache` (the old name still works there, with a warning)."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
 def make_backend(kind: str, model: str, sampling: SamplingParams = SamplingParams(), **kwargs: Any) -> ChatBackend:
