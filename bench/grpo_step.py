@@ -1,14 +1,15 @@
 """GRPO step time with multi-turn agent rollouts against TRL's plain single-turn GRPO, same model and batch.
 
-    .venv/bin/python bench/grpo_step.py [--steps 4] [--hidden 256] [--layers 4]
+    .venv/bin/python bench/grpo_step.py [--steps 4] [--hidden 256] [--layers 4] [--tokenizer DIR]
 
 Both runs use a random Llama with SmolLM2's tokenizer, 2 tasks x 2 generations a step, LoRA and gradient
 checkpointing on CPU, and generate the same number of tokens per completion with the model's own `generate`:
 
 - plain:      TRL's GRPOTrainer, one turn of N tokens (min_new_tokens = max_new_tokens = N) from the task prompt.
 - multi-turn: repairrl.grpo's agent rollout, three turns that together are N generated tokens (the turns are
-              scripted tool calls, each costing a real batched `model.generate` of its length), the tools run in
-              a sandbox on a working copy from the repository cache, and the tool results enter the completion.
+              scripted tool calls, each a real batched `model.generate` of the in-process backend forced to the
+              script's tokens), the tools run in a sandbox on a working copy from the repository cache, and the
+              tool results enter the completion.
 
 The goal is multi-turn <= 1.2x plain. The first step of each run (warm-up) is not counted.
 """
@@ -64,11 +65,11 @@ def make_tasks(root: Path):
     return tasks, root / "cache"
 
 
-def make_model(hidden: int, layers: int):
+def make_model(tokenizer_dir: Path, hidden: int, layers: int):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
@@ -78,9 +79,23 @@ def make_model(hidden: int, layers: int):
 
 
 def timed_backend_class():
-    """The in-process backend, with each scripted turn costing a real batched generate of the same length."""
+    """The in-process backend generating the script: each turn a real batched `model.generate` (KV cache reuse
+    across turns included) whose every step is forced to the script's next token."""
     import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
     from repairrl.models.backends import InProcessBackend
+
+    class ForcedTokens(LogitsProcessor):
+        def __init__(self, turns: list[list[int]], width: int):
+            self.turns, self.width = turns, width
+
+        def __call__(self, input_ids, scores):
+            step = input_ids.shape[1] - self.width
+            forced = torch.full_like(scores, float("-inf"))
+            for row, turn in enumerate(self.turns):
+                forced[row, turn[min(step, len(turn) - 1)]] = 0.0
+            return forced
 
     class TimedScriptBackend(InProcessBackend):
         def __init__(self, *args, **kwargs):
@@ -93,18 +108,10 @@ def timed_backend_class():
             k = sum(prompt_ids[i: i + n] == self._header for i in range(len(prompt_ids) - n + 1)) - 1
             return self._turns[min(k, len(self._turns) - 1)]
 
-        def _generate(self, batch) -> None:
-            scripted = [self._turn(r.prompt_ids)[: r.max_new_tokens] for r in batch]
+        def _decoding_options(self, batch) -> dict:
             width = max(len(r.prompt_ids) for r in batch)
-            ids = torch.tensor([[self.pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in batch])
-            mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(r.prompt_ids) for r in batch])[:, None])
-            length = max(len(s) for s in scripted)
-            with torch.inference_mode():
-                self.model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=length,
-                                    min_new_tokens=length, do_sample=True, pad_token_id=self.pad_id, top_k=None)
-            for request, turn in zip(batch, scripted, strict=True):
-                request.ids, request.logprobs = turn, [0.0] * len(turn)
-                request.finish_reason = "stop" if turn[-1] in self.eos_ids else "length"
+            forced = ForcedTokens([self._turn(r.prompt_ids) for r in batch], width)
+            return {**super()._decoding_options(batch), "logits_processor": LogitsProcessorList([forced])}
 
     return TimedScriptBackend
 
@@ -137,13 +144,13 @@ def common_config(out: Path, steps: int, completion_length: int) -> dict:
             "bf16": False, "loss_type": "grpo", "importance_sampling_level": "sequence", "disable_dropout": True}
 
 
-def run_plain(tasks, hidden, layers, steps, generated, out: Path) -> float:
+def run_plain(tasks, tokenizer_dir, hidden, layers, steps, generated, out: Path) -> float:
     from datasets import Dataset
     from peft import LoraConfig
     from repairrl.agent.loop import SYSTEM_PROMPT
     from trl import GRPOConfig, GRPOTrainer
 
-    model, tokenizer = make_model(hidden, layers)
+    model, tokenizer = make_model(tokenizer_dir, hidden, layers)
     prompts = [[{"role": "system", "content": SYSTEM_PROMPT.format(repo_path="/repo")},
                 {"role": "user", "content": t.problem_statement}] for t in tasks]
     config = GRPOConfig(**common_config(out, steps, generated),
@@ -159,14 +166,14 @@ def run_plain(tasks, hidden, layers, steps, generated, out: Path) -> float:
     return timer.mean()
 
 
-def run_multi_turn(tasks, cache, hidden, layers, steps, completion_length, out: Path,
+def run_multi_turn(tasks, cache, tokenizer_dir, hidden, layers, steps, completion_length, out: Path,
                    gap_every: int) -> tuple[float, str]:
     from peft import LoraConfig
     from repairrl.grpo.rollout import RolloutConfig, inprocess_policy_backend
     from repairrl.grpo.train import RepairGRPOConfig, build_trainer
     from repairrl.models.backends import SamplingParams
 
-    model, tokenizer = make_model(hidden, layers)
+    model, tokenizer = make_model(tokenizer_dir, hidden, layers)
     backend_class = timed_backend_class()
 
     def factory(trainer):
@@ -197,20 +204,22 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--tokenizer", type=Path, default=TOKENIZER_DIR,
+                        help="the converted embedded model's hf/ directory (prepare_model's output)")
     args = parser.parse_args()
-    if not (TOKENIZER_DIR / "tokenizer.json").is_file():
-        print(f"needs the converted embedded model at {TOKENIZER_DIR} (run prepare_model)", file=sys.stderr)
+    if not (args.tokenizer / "tokenizer.json").is_file():
+        print(f"needs the converted embedded model at {args.tokenizer} (run prepare_model)", file=sys.stderr)
         return 1
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
     generated = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in SCRIPT)
     with tempfile.TemporaryDirectory(prefix="grpo-bench-") as tmp:
         root = Path(tmp)
         tasks, cache = make_tasks(root)
-        plain = run_plain(tasks, args.hidden, args.layers, args.steps, generated, root / "plain")
-        multi, sandbox = run_multi_turn(tasks, cache, args.hidden, args.layers, args.steps, 512, root / "multi", 1)
-        no_gap, _ = run_multi_turn(tasks, cache, args.hidden, args.layers, args.steps, 512, root / "nogap", 0)
+        plain = run_plain(tasks, args.tokenizer, args.hidden, args.layers, args.steps, generated, root / "plain")
+        multi, sandbox = run_multi_turn(tasks, cache, args.tokenizer, args.hidden, args.layers, args.steps, 512, root / "multi", 1)
+        no_gap, _ = run_multi_turn(tasks, cache, args.tokenizer, args.hidden, args.layers, args.steps, 512, root / "nogap", 0)
     print(f"model: random Llama hidden {args.hidden}, {args.layers} layers, SmolLM2 tokenizer; LoRA r16; CPU")
     print(f"batch: 2 tasks x 2 generations; {generated} generated tokens per completion; "
           f"{args.steps - 1} steps timed after 1 warm-up")

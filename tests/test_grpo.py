@@ -236,6 +236,29 @@ def test_tool_output_tokens_get_no_gradient(one_step):
     assert ((inputs["completion_mask"] == 1) & (inputs["tool_mask"] == 0)).any()  # there were tool tokens
 
 
+def test_logprob_gap_is_read_from_the_loss_forward_pass_not_an_extra_one(one_step):
+    trainer = one_step["trainer"]
+    scored = []
+    original = trainer._get_per_token_logps_and_entropies
+
+    def counted(*args, **kwargs):
+        scored.append(args[1].shape)
+        return original(*args, **kwargs)
+
+    trainer._get_per_token_logps_and_entropies = counted
+    trainer._metrics["train"].clear()
+    try:
+        trainer.model.train()
+        inputs = trainer._generate_and_score_completions([{"prompt": "calc-0"}, {"prompt": "calc-0"}])
+        assert scored == []  # generation and scoring ran no forward pass of the trainer's model
+        trainer.compute_loss(trainer.model, inputs)
+    finally:
+        del trainer._get_per_token_logps_and_entropies
+    assert len(scored) == 1
+    (gap,) = trainer._metrics["train"]["agent/logprob_gap_mean"]
+    assert 0 <= gap < 1e-3  # the sampling logprobs are the policy's own
+
+
 def test_trace_is_cut_at_max_completion_length_and_closed_masked():
     ids, mask, logps = [5, 6, 7, 8, 9, 10, 11], [0, 0, 1, 1, 0, 0, 1], [0, 0, -1, -2, 0, 0, -3]
     cut = trace_to_completion(ids, mask, logps, [2], max_completion_length=4)

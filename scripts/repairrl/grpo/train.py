@@ -132,7 +132,7 @@ class RepairGRPOConfig(GRPOConfig):
     max_logprob_gap: float = field(default=0.2, metadata={"help": "vLLM: largest mean |logprob gap| per token "
                                    "between server and trainer before PolicySyncError"})
     logprob_gap_every: int = field(default=1, metadata={"help": "in-process: measure the gap every N steps "
-                                   "(an extra forward pass); 0 never"})
+                                   "(from the loss's own forward pass, no extra cost); 0 never"})
     num_generations: int | None = field(default=2, metadata={"help": "episodes per task and step"})
     per_device_train_batch_size: int = field(default=1, metadata={"help": "episodes per forward pass on each "
                                              "process (the micro-batch); gradients are accumulated to the step"})
@@ -221,6 +221,8 @@ class AgentGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, rollout: AgentRollout, **kwargs: Any):
         super().__init__(*args, rollout_func=self._rollout_after_weight_sync, **kwargs)
         self.rollout = rollout
+        self._gap_due = False  # this generation batch's logprob gap is to be read from its loss passes
+        self._loss_inputs: dict | None = None  # the micro-batch whose loss is being computed, while _gap_due
 
     def _rollout_after_weight_sync(self, prompts: list, trainer: Any) -> dict[str, list]:
         # TRL's main process pushes the new weights to the server just before this call while the other ranks only
@@ -246,30 +248,52 @@ class AgentGRPOTrainer(GRPOTrainer):
         return output
 
     def _measure_logprob_gap(self, output: dict, mode: str) -> None:
-        import torch
-        from trl.models.utils import disable_gradient_checkpointing
-
         sampled = output.get("sampling_per_token_logps")
         if sampled is None:
             return
         trained = output.get("old_per_token_logps")  # computed by TRL whenever vLLM importance sampling is on
         every = self.args.logprob_gap_every
-        if trained is None:
-            if self.use_vllm or every <= 0 or self.state.global_step % every != 0:
-                return
-            ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-            attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-            with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-                trained, _, _ = self._get_per_token_logps_and_entropies(
-                    self.model, ids, attention, output["completion_ids"].size(1),
-                    batch_size=self.args.per_device_train_batch_size)
-        mask = output["completion_mask"] * output.get("tool_mask", torch.ones_like(output["completion_mask"]))
+        # Otherwise (in-process, old logprobs not needed) it is measured in the loss's forward passes.
+        self._gap_due = (trained is None and not self.use_vllm and every > 0
+                         and self.state.global_step % every == 0)
+        if trained is not None:
+            self._record_logprob_gap(trained, sampled, output, mode)
+
+    def _compute_loss(self, model: Any, inputs: dict) -> Any:
+        self._loss_inputs = inputs if self._gap_due else None
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._loss_inputs = None
+
+    def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any) -> Any:
+        # In-process without old logprobs, the loss's own forward pass scores each micro-batch with the weights
+        # that sampled it (the optimizer steps after the whole generation batch), so its logprobs are the trainer's
+        # side of the gap at no cost; a separate forward pass for it cost about a sixth of the step.
+        result = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        inputs = self._loss_inputs
+        if inputs is not None and inputs.get("sampling_per_token_logps") is not None:
+            self._loss_inputs = None  # one measurement per loss call
+            self._record_logprob_gap(result[0].detach(), inputs["sampling_per_token_logps"], inputs,
+                                     "train" if self.model.training else "eval")
+        return result
+
+    def _record_logprob_gap(self, trained: Any, sampled: Any, batch: dict, mode: str) -> None:
+        """Log the mean and max |trained - sampled| over generated tokens; with vLLM, stop on a large mean."""
+        import torch
+
+        mask = batch["completion_mask"] * batch.get("tool_mask", torch.ones_like(batch["completion_mask"]))
         gap = ((trained - sampled).abs() * mask).nan_to_num(0.0)
         tokens = mask.sum()
         mean_gap = (gap.sum() / tokens.clamp(min=1)).item()
         max_gap = gap.max().item() if tokens > 0 else 0.0
         self._metrics[mode]["agent/logprob_gap_mean"].append(mean_gap)
-        self._metrics[mode]["agent/logprob_gap_max"].append(max_gap)
+        # TRL averages a metric's values at logging; the max over micro-batches is kept as one running value.
+        maxima = self._metrics[mode]["agent/logprob_gap_max"]
+        if maxima:
+            maxima[-1] = max(maxima[-1], max_gap)
+        else:
+            maxima.append(max_gap)
         if self.use_vllm and mean_gap > self.args.max_logprob_gap:
             raise PolicySyncError(
                 f"step {self.state.global_step}: the vLLM server's logprobs differ from the trainer's by "
