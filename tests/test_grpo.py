@@ -259,6 +259,53 @@ def test_logprob_gap_is_read_from_the_loss_forward_pass_not_an_extra_one(one_ste
     assert 0 <= gap < 1e-3  # the sampling logprobs are the policy's own
 
 
+def test_a_steps_episodes_start_their_first_turns_together(tiny_model_dir, calc_tasks):
+    """A batching backend gets the step's first turns at once, even when one working copy is slow to make."""
+    import itertools
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from repairrl.grpo.rollout import AgentRollout, as_context
+    from repairrl.models.backends import ScriptedBackend
+    from repairrl.repos import materialize_worktree
+    from transformers import AutoTokenizer
+
+    tasks, cache = calc_tasks
+    first_turns: dict[int, float] = {}
+
+    class RecordingBackend(ScriptedBackend):
+        def start_session(self, tools=None, seed=None):
+            session = super().start_session(tools, seed)
+            generate = session.generate
+
+            def first_turn_timed(messages, max_new_tokens=None):
+                first_turns.setdefault(id(session), time.monotonic())
+                return generate(messages, max_new_tokens)
+
+            session.generate = first_turn_timed
+            return session
+
+    calls, lock = itertools.count(), threading.Lock()
+
+    def first_copy_is_slow(task, dest):
+        with lock:
+            number = next(calls)
+        if number == 0:
+            time.sleep(0.5)
+        return materialize_worktree(cache, task, dest)
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir / "hf")
+    trainer = SimpleNamespace(processing_class=tokenizer, eos_token_ids=[tokenizer.eos_token_id],
+                              state=SimpleNamespace(global_step=0), args=SimpleNamespace(temperature=1.0, top_p=1.0))
+    rollout = AgentRollout([tasks[0]], RolloutConfig(cache_dir=cache, sandbox="unsafe-local", unsafe=True),
+                           backend_factory=lambda _: as_context(RecordingBackend(["Done."])),
+                           prepare_worktree=first_copy_is_slow)
+    rollout(["calc-0"] * 4, trainer)
+    assert len(first_turns) == 4
+    assert max(first_turns.values()) - min(first_turns.values()) < 0.25
+
+
 def test_trace_is_cut_at_max_completion_length_and_closed_masked():
     ids, mask, logps = [5, 6, 7, 8, 9, 10, 11], [0, 0, 1, 1, 0, 0, 1], [0, 0, -1, -2, 0, 0, -3]
     cut = trace_to_completion(ids, mask, logps, [2], max_completion_length=4)

@@ -194,6 +194,34 @@ def inprocess_policy_backend(trainer: Any, sampling: SamplingParams, max_batch_s
             model.train(was_training)
 
 
+class _StartTogether:
+    """The first wave of a step's episodes (as many as run at once) starts its first turns together.
+
+    A batching backend (in-process) batches the turns of the sessions that are open. Without this, the episode
+    whose working copy and sandbox are ready first asks alone, the others join one turn later, and every later
+    batch mixes turns of different lengths: a third more decoding steps and one more generate call per step.
+    Each of those episodes arrives once, after its setup or on its failure; later waves start as workers free up.
+    """
+
+    def __init__(self, parties: int, timeout_s: float = 600.0):
+        self.parties = parties
+        self._barrier = threading.Barrier(parties, timeout=timeout_s) if parties > 1 else None
+        self._arrived: set[int] = set()
+        self._lock = threading.Lock()
+
+    def arrive(self, index: int) -> None:
+        if self._barrier is None or index >= self.parties:
+            return
+        with self._lock:
+            if index in self._arrived:
+                return
+            self._arrived.add(index)
+        try:
+            self._barrier.wait()
+        except threading.BrokenBarrierError:
+            pass  # one episode's setup outlasted the timeout: the others go on unbatched rather than wait
+
+
 def episode_stats(record: dict) -> dict:
     """The per-episode numbers the step metrics average: tool calls by kind, turns, tokens, times."""
     stats = record.get("tool_stats") or {}
@@ -267,11 +295,13 @@ class AgentRollout:
         outcome_record = outcome.to_record() if outcome is not None else None
         return components, total, {"seconds": time.monotonic() - started, "outcome": outcome_record}
 
-    def _episode(self, index: int, task_id: str, backend: ChatBackend, scratch: Path, step: int) -> dict:
+    def _episode(self, index: int, task_id: str, backend: ChatBackend, scratch: Path, step: int,
+                 start: _StartTogether | None = None) -> dict:
         task = self.tasks[task_id]
         seed = None if self.config.seed is None else self.config.seed + 1000 * step + index
         dest = anonymous_worktree_path(scratch)
         started = time.monotonic()
+        start = start or _StartTogether(0)
         try:
             if self.single_turn is not None:
                 record = run_single_turn(self.single_turn, task, backend, sample=index, seed=seed,
@@ -279,6 +309,7 @@ class AgentRollout:
             else:
                 workdir = self.prepare_worktree(task, dest)
                 with self.open_sandbox(workdir, task) as sandbox:
+                    start.arrive(index)
                     record = run_episode(task, backend, sandbox, workdir, self.config.agent, sample=index, seed=seed)
         except EndpointUnavailableError:
             raise  # the generation server is gone: a step of zero rewards would train on nothing but the outage
@@ -286,6 +317,7 @@ class AgentRollout:
             detail = "".join(traceback.format_exception_only(type(error), error)).strip()
             record = failed_record(task, index, backend.model_name, detail, seed=seed)
         finally:
+            start.arrive(index)  # an episode whose working copy or sandbox failed must not hold the others
             shutil.rmtree(dest, ignore_errors=True)
         record["episode_s"] = time.monotonic() - started
         return record
@@ -340,8 +372,10 @@ class AgentRollout:
             # episode (a container, a test suite) need no GPU. reward_s is only what the step waits after generation.
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpo-grade") as grading:
 
+                start = _StartTogether(workers)
+
                 def episode_then_grade(index: int, task_id: str) -> tuple[dict, Any]:
-                    record = self._episode(index, task_id, backend, scratch, step)
+                    record = self._episode(index, task_id, backend, scratch, step, start)
                     return record, grading.submit(self._grade, self.tasks[record["instance_id"]], record)
 
                 with factory(trainer) as inner:
