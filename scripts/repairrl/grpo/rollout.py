@@ -5,7 +5,8 @@
 
 TRL calls `rollout(prompts, trainer)` with every prompt (a task's instance id) already repeated `num_generations`
 times. Each entry gets its own working copy from the repository cache and its own sandbox; all episodes of the
-step run at once in threads, so the in-process backend batches their generate calls into one `model.generate`.
+step run at once in threads and start their first turns together once every one is set up, so the in-process
+backend batches their generate calls into one `model.generate` per turn.
 
 Token-in, token-out: the completion is the episode's token trace after the initial rendered prompt, exactly as the
 backend recorded it: generated ids (env_mask 1, with their sampling logprobs) and tool-result ids (env_mask 0).
