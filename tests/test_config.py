@@ -119,3 +119,18 @@ def test_the_dry_run_fails_with_one_line_per_problem(tmp_path):
     lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip().startswith("key '")]
     assert [line.split("'")[1] for line in lines] == ["sft.train.max_stpes", "models.base.source",
                                                       "evaluation.models", "sft.dataset"], done.stderr
+
+
+def test_the_schema_states_every_default_the_rules_read():
+    """The Snakefile fills a config in with the schema's defaults (snakemake.utils.validate, set_default): a
+    config of the required keys alone comes out with every section, and still valid."""
+    from snakemake.utils import validate
+
+    config = {key: load(CONFIGS[0])[key] for key in ("experiment", "results_dir", "models", "datasets", "cache")}
+    config["cache"] = {"dir": "results/cache/repos"}
+    validate(config, str(REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"), set_default=True)
+    assert (config["task"], config["logs_dir"], config["cache"]["workers"]) == ("repo_repair", "logs", 4)
+    assert (config["sft"]["threshold"], config["sft"]["criterion"], config["sft"]["shards"]) == (0.8, "similarity", 1)
+    assert config["grpo"]["server"] == {"gpus": "0", "trainer_gpus": "1,2"}, "defaults reach nested sections"
+    assert config["evaluation"]["workers"] == 2 and config["agent"] == {"sandbox": "bwrap"}
+    validate_config(config)

@@ -9,10 +9,10 @@ from snakemake.exceptions import WorkflowError
 from repairrl.tasks import DATA_FORMATS
 
 RESULTS = config["results_dir"]
-LOGS = config.get("logs_dir", "logs")
+LOGS = config["logs_dir"]
 EXPERIMENT = config["experiment"]
 # What the study trains and measures: repo_repair (the agent in a sandbox), file_repair or detection (single-turn).
-TASK = config.get("task", "repo_repair")
+TASK = config["task"]
 STUDY_DIR = f"{RESULTS}/{EXPERIMENT}"
 # The tasks of a study share its base models. repo_repair, the main task, owns the study's folder; each
 # single-turn task keeps its data, models, evaluations and report in a folder of its own inside it.
@@ -30,7 +30,7 @@ MINI_TASK_SOURCES = package_sources("data/mini")
 DETECTION_MINI_SOURCES = [*package_sources("data/detection_mini"),
                           str(Path(workflow.basedir, "..", "scripts/repairrl/data/detection_mini.py").resolve())]
 CACHE = config["cache"]
-PATHS = config.get("paths", {})
+PATHS = config["paths"]
 # Jobs inherit this process's environment (locally, and through `sbatch --export=ALL`), so one setting here puts
 # every stage's hub downloads in the same shared cache.
 if PATHS.get("hf_home"):
@@ -137,11 +137,11 @@ TRAINED_MODELS = ("sft", "grpo")
 
 
 def stage(name):
-    return config.get(name, {})
+    return config[name]
 
 
 def stage_enabled(name):
-    return bool(stage(name).get("enabled", False))
+    return stage(name)["enabled"]
 
 
 def model_manifest(model):
@@ -186,7 +186,7 @@ def datasets_with_role(role):
 
 
 def eval_num_shards(dataset):
-    return int(config.get("evaluation", {}).get("shards", {}).get(dataset, 1))
+    return config["evaluation"]["shards"].get(dataset, 1)
 
 
 def cli_flags(options):
@@ -206,10 +206,10 @@ def cli_flags(options):
 
 def agent_flags(model, overrides=None):
     """Flags of `python -m repairrl.agent` for `model`: in-process on CPU, or an endpoint served elsewhere."""
-    agent = {**config.get("agent", {}), **(overrides or {})}
+    agent = {**config["agent"], **(overrides or {})}
     flags = {
         "cache_dir": CACHE["dir"],
-        "sandbox": agent.get("sandbox", "bwrap"),
+        "sandbox": agent["sandbox"],
         "max_tool_calls": agent.get("max_tool_calls"),
         "max_tokens": agent.get("max_tokens"),
         "max_new_tokens": agent.get("max_new_tokens"),
@@ -234,7 +234,7 @@ def agent_flags(model, overrides=None):
 
 
 def serving_with_vllm():
-    return bool(config.get("evaluation", {}).get("serve", False))
+    return config["evaluation"]["serve"]
 
 
 def serve_flags(model):

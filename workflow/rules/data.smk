@@ -75,9 +75,8 @@ rule cache:
         f"{TASK_DIR}/benchmarks/cache/{{dataset}}.tsv"
     params:
         cache_dir=CACHE["dir"],
-        workers=CACHE.get("workers", 4),
-        timeout=CACHE.get("fetch_timeout_s", 600),
-    threads: CACHE.get("workers", 4)
+        timeout=CACHE["fetch_timeout_s"],
+    threads: CACHE["workers"]
     conda:
         "../../envs/data.yaml"
     resources:
@@ -85,4 +84,4 @@ rule cache:
         slurm_account=cluster_account(),
     shell:
         "python -m repairrl.repos --tasks {input.tasks} --cache-dir {params.cache_dir} --out {output} "
-        "--workers {params.workers} --timeout {params.timeout} > {log} 2>&1"
+        "--workers {threads} --timeout {params.timeout} > {log} 2>&1"

@@ -11,13 +11,13 @@ def eval_shard_predictions(wildcards):
 
 
 def harness_flags(wildcards):
-    evaluation = config.get("evaluation", {})
+    evaluation = config["evaluation"]
     flags = {
-        "backend": evaluation.get("backend", "auto"),
-        "container_backend": evaluation.get("container_backend"),
-        "sandbox": config.get("agent", {}).get("sandbox", "bwrap"),
-        "timeout": evaluation.get("timeout_s"),
-        "test_timeout": config.get("grading", {}).get("test_timeout_s"),
+        "backend": evaluation["backend"],
+        "container_backend": evaluation["container_backend"],
+        "sandbox": config["agent"]["sandbox"],
+        "timeout": evaluation["timeout_s"],
+        "test_timeout": config["grading"]["test_timeout_s"],
         "gitbug_java_root": evaluation.get("gitbug_java_root"),
         "sif_dir": PATHS.get("sif_dir"),
     }
@@ -45,7 +45,7 @@ rule evaluate_shard:
         num_shards=lambda wildcards: eval_num_shards(wildcards.dataset),
         serve=lambda wildcards: serve_flags(wildcards.model),
         agent=lambda wildcards: agent_flags(
-            wildcards.model, {"samples": config.get("evaluation", {}).get("samples", 1)}
+            wildcards.model, {"samples": config["evaluation"]["samples"]}
         ),
     resources:
         slurm_partition=cluster_partition("gpu"),
@@ -101,7 +101,7 @@ rule grade:
         f"{TASK_DIR}/benchmarks/grade/{{dataset}}-{{model}}.tsv"
     params:
         command=grade_command,
-    threads: config.get("evaluation", {}).get("workers", 2)
+    threads: config["evaluation"]["workers"]
     resources:
         slurm_partition=cluster_partition(),
         slurm_account=cluster_account(),

@@ -2,7 +2,7 @@
 
 
 def grpo_init_model():
-    init = stage("grpo").get("init", "sft")
+    init = stage("grpo")["init"]
     return "sft" if init == "sft" and stage_enabled("sft") else "base"
 
 
@@ -10,13 +10,13 @@ def grpo_server(wildcards, input):
     """Full configs: the trainer runs under `python -m repairrl.grpo.server`, which starts TRL's vLLM server on
     the allocation's first GPU and the trainer on the others (indices into the job's own devices), each on ports
     free at start-up (a fixed `grpo.server.port` only if the config sets one). CPU runs generate in-process."""
-    if stage("grpo").get("generation", "inprocess") != "vllm":
+    if stage("grpo")["generation"] != "vllm":
         return ""
-    server = stage("grpo").get("server", {})
+    server = stage("grpo")["server"]
     port = f"--port {server['port']} " if server.get("port") else ""
     return (
         f"python -m repairrl.grpo.server --model {os.path.dirname(input.model)} "
-        f"--server-gpus {server.get('gpus', '0')} --trainer-gpus {server.get('trainer_gpus', '1,2')} "
+        f"--server-gpus {server['gpus']} --trainer-gpus {server['trainer_gpus']} "
         f"{port}--log {TASK_LOGS}/grpo.vllm.log --"
     )
 
@@ -37,28 +37,30 @@ rule grpo:
         main=f"{TASK_LOGS}/grpo.log",
     benchmark:
         f"{TASK_DIR}/benchmarks/grpo/grpo.tsv"
+    # The training chain is the run's critical path: start it before evaluations that are ready at the same time.
+    priority: 10
     params:
         model_dir=lambda wildcards, input: os.path.dirname(input.model),
         out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
         server=grpo_server,
-        launcher=stage("grpo").get("launcher", "python -m"),
-        algorithm=stage("grpo").get("algorithm", "gspo"),
+        launcher=stage("grpo")["launcher"],
+        algorithm=stage("grpo")["algorithm"],
         rewards=task_rewards(),
         episode=cli_flags(
             {
-                "sandbox": config.get("agent", {}).get("sandbox", "bwrap"),
-                "episode_max_new_tokens": config.get("agent", {}).get("max_new_tokens"),
-                "command_timeout": config.get("agent", {}).get("command_timeout_s"),
-                "episode_timeout": config.get("agent", {}).get("timeout_s"),
-                "sandbox_memory_mb": config.get("agent", {}).get("memory_mb"),
-                "sandbox_cpus": config.get("agent", {}).get("cpus"),
-                "sandbox_max_workdir_mb": config.get("agent", {}).get("max_workdir_mb"),
-                "grading_budget": config.get("grading", {}).get("budget_s"),
-                "grading_test_timeout": config.get("grading", {}).get("test_timeout_s"),
-                "max_file_chars": config.get("agent", {}).get("max_file_chars") if TASK == "file_repair" else None,
+                "sandbox": config["agent"]["sandbox"],
+                "episode_max_new_tokens": config["agent"].get("max_new_tokens"),
+                "command_timeout": config["agent"].get("command_timeout_s"),
+                "episode_timeout": config["agent"].get("timeout_s"),
+                "sandbox_memory_mb": config["agent"].get("memory_mb"),
+                "sandbox_cpus": config["agent"].get("cpus"),
+                "sandbox_max_workdir_mb": config["agent"].get("max_workdir_mb"),
+                "grading_budget": config["grading"]["budget_s"],
+                "grading_test_timeout": config["grading"]["test_timeout_s"],
+                "max_file_chars": config["agent"].get("max_file_chars") if TASK == "file_repair" else None,
             }
         ),
-        train=cli_flags(stage("grpo").get("train", {})),
+        train=cli_flags(stage("grpo")["train"]),
         tracking=tracking_flags("grpo"),
         cache_dir=CACHE["dir"],
     resources:

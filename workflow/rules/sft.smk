@@ -3,12 +3,12 @@
 
 def tracking_flags(stage_name):
     """wandb for sft, grpo and the report: one group per study, offline runs under results/<exp>/wandb."""
-    tracking = config.get("tracking", {})
-    flags = {"tracking": tracking.get("wandb", "offline"), "tracking_group": tracking.get("group", EXPERIMENT)}
+    tracking = config["tracking"]
+    flags = {"tracking": tracking["wandb"], "tracking_group": tracking.get("group", EXPERIMENT)}
     if stage_name == "report":  # the report writes under --experiment-dir, the study's folder
-        flags["wandb_project"] = tracking.get("project")
+        flags["wandb_project"] = tracking["project"]
     else:
-        flags.update(tracking_dir=STUDY_DIR, tracking_project=tracking.get("project"))
+        flags.update(tracking_dir=STUDY_DIR, tracking_project=tracking["project"])
     return cli_flags(flags)
 
 
@@ -19,13 +19,13 @@ def sft_teacher():
 def sft_rollout_shards(wildcards):
     return expand(
         f"{TASK_DIR}/sft/rollouts/predictions-{{shard}}.jsonl",
-        shard=range(int(stage("sft").get("shards", 1))),
+        shard=range(stage("sft")["shards"]),
     )
 
 
 def sft_dataset_inputs(wildcards):
     inputs = {"tasks": task_path("data", stage_dataset("sft"), "tasks.jsonl"), "rollouts": sft_rollout_shards(wildcards)}
-    if stage("sft").get("expert_demos", False):
+    if stage("sft")["expert_demos"]:
         inputs["demos"] = task_path("sft", "expert_demos.jsonl")
     return inputs
 
@@ -42,13 +42,15 @@ rule sft_rollouts:
         agent=f"{TASK_LOGS}/sft_rollouts/{{shard}}.agent.log",
     benchmark:
         f"{TASK_DIR}/benchmarks/sft_rollouts/{{shard}}.tsv"
+    # The training chain is the run's critical path: start it before evaluations that are ready at the same time.
+    priority: 10
     params:
         # The journal is not an output: Snakemake deletes a failed job's outputs, and the journal is what
         # lets a killed shard resume where it stopped (only with the same teacher, tasks and agent flags).
         journal=lambda wildcards: task_path("sft", "rollouts", f"trajectories-{wildcards.shard}.jsonl"),
-        num_shards=lambda wildcards: int(stage("sft").get("shards", 1)),
+        num_shards=stage("sft")["shards"],
         serve=lambda wildcards: serve_flags(sft_teacher()),
-        agent=lambda wildcards: agent_flags(sft_teacher(), {"samples": stage("sft").get("samples", 1)}),
+        agent=lambda wildcards: agent_flags(sft_teacher(), {"samples": stage("sft")["samples"]}),
     resources:
         slurm_partition=cluster_partition("gpu"),
         slurm_account=cluster_account(),
@@ -91,11 +93,11 @@ rule sft_dataset:
             p.replace("/predictions-", "/trajectories-") for p in input.rollouts
         ),
         demos=lambda wildcards, input: f"--expert-demos {input.demos}" if "demos" in input.keys() else "",
-        threshold=stage("sft").get("threshold", 0.8),
+        threshold=stage("sft")["threshold"],
         # Detection keeps the episodes that answered the right label; repair tasks use the configured criterion.
-        criterion="correct_label" if TASK == "detection" else stage("sft").get("criterion", "similarity"),
+        criterion="correct_label" if TASK == "detection" else stage("sft")["criterion"],
         # The sandbox the rollouts ran and were graded in: `resolved` is refused where it could not run the tests.
-        grader=config.get("agent", {}).get("sandbox", "bwrap"),
+        grader=config["agent"]["sandbox"],
     resources:
         slurm_partition=cluster_partition(),
         slurm_account=cluster_account(),
@@ -118,11 +120,13 @@ rule sft:
         f"{TASK_LOGS}/sft.log",
     benchmark:
         f"{TASK_DIR}/benchmarks/sft/sft.tsv"
+    # The training chain is the run's critical path: start it before evaluations that are ready at the same time.
+    priority: 10
     params:
         model_dir=lambda wildcards, input: os.path.dirname(input.model),
         out_dir=lambda wildcards, output: os.path.dirname(output.manifest),
-        launcher=stage("sft").get("launcher", "python -m"),
-        train=cli_flags(stage("sft").get("train", {})),
+        launcher=stage("sft")["launcher"],
+        train=cli_flags(stage("sft")["train"]),
         tracking=tracking_flags("sft"),
     resources:
         slurm_partition=cluster_partition("gpu"),

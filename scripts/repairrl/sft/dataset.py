@@ -307,14 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tasks", type=Path, help="task table: gold patches (similarity) and repository names"
     )
-    parser.add_argument("--threshold", type=float, default=0.8, help="minimum reward kept (default 0.8)")
-    parser.add_argument("--criterion", choices=CRITERIA, default="similarity")
+    # No defaults for what the workflow always passes: they live in the config schema (sft.threshold, ...).
+    parser.add_argument("--threshold", type=float, required=True, help="minimum reward kept")
+    parser.add_argument("--criterion", choices=CRITERIA, required=True)
     parser.add_argument("--task", choices=("repo_repair", "file_repair", "detection"), default="repo_repair",
                         help="what the task table holds")
     parser.add_argument(
         "--expert-demos", type=Path, help="scripted demos (repairrl.sft.expert) for tasks left out"
     )
-    parser.add_argument("--grader", default="bwrap", help="sandbox the rollouts were graded in (criterion "
+    parser.add_argument("--grader", required=True, help="sandbox the rollouts were graded in (criterion "
                         "resolved: checks the grader could run the tasks' tests)")
     parser.add_argument("--out", required=True, type=Path, help="dataset directory (save_to_disk)")
     parser.add_argument("--stats", required=True, type=Path, help="statistics JSON to write")
