@@ -22,6 +22,7 @@ import tarfile
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from repairrl.sandbox.base import (
     PipedShellSandbox,
@@ -37,6 +38,11 @@ TASK_WORKDIR = "/testbed"
 TASK_PATH = "/opt/miniconda3/envs/testbed/bin:/opt/miniconda3/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SANDBOX_ENV = {"HOME": "/tmp", "LANG": "C.UTF-8", "TERM": "dumb", "TMPDIR": "/tmp", "PATH": TASK_PATH}
 HYDRATE_TIMEOUT_S = 600.0
+# What to do when a backend's command line client is not installed.
+MISSING_CLIENT_HINTS = {
+    "apptainer": "on a cluster `module load apptainer`, or choose the bwrap backend",
+    "docker": "choose the bwrap or apptainer backend",
+}
 
 
 class HydrationError(SandboxStartError):
@@ -144,7 +150,45 @@ def apptainer_image_ref(image: str, sif_dir: str | os.PathLike | None = None) ->
     return f"docker://{image}"
 
 
-class ApptainerSandbox(PipedShellSandbox):
+class ImageSandbox(PipedShellSandbox):
+    """What both container backends share: an image, host paths bound read-only, the shell's environment, and
+    the image's build products copied into the working copy before the first start (`hydrate_from_image`)."""
+
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        image: str,
+        limits: SandboxLimits | None = None,
+        *,
+        backend: str,
+        client: str,
+        mount_point: str = TASK_WORKDIR,
+        extra_ro_binds: Sequence[str | os.PathLike] = (),
+        env: Mapping[str, str] | None = None,
+        hydrate: bool = True,
+    ):
+        super().__init__(workdir, limits, mount_point)
+        self.backend = backend
+        self.image = image
+        self.extra_ro_binds = [str(p) for p in extra_ro_binds]
+        self.env = {**SANDBOX_ENV, **(env or {})}
+        self.client = client
+        self.hydrate = hydrate
+        self.hydrated: list[str] | None = None
+
+    def image_shell_argv(self) -> list[str]:
+        """The argv that runs a shell command (appended) in the image, as root, with nothing bound and no network."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        if shutil.which(self.client) is None:
+            hint = MISSING_CLIENT_HINTS[self.backend]
+            raise SandboxUnavailableError(f"{self.backend} is not installed here; {hint}")
+        if self.hydrate and self.hydrated is None:
+            self.hydrated = hydrate_from_image(self.image_shell_argv(), self.workdir)
+
+
+class ApptainerSandbox(ImageSandbox):
     """`apptainer exec --containall` of `image`, the working copy bound read-write at `mount_point`."""
 
     def __init__(
@@ -152,34 +196,29 @@ class ApptainerSandbox(PipedShellSandbox):
         workdir: str | os.PathLike,
         image: str,
         limits: SandboxLimits | None = None,
-        mount_point: str = TASK_WORKDIR,
-        extra_ro_binds: Sequence[str | os.PathLike] = (),
-        env: Mapping[str, str] | None = None,
+        *,
         network: bool = False,
         cgroups: bool = False,
         apptainer: str | None = None,
-        hydrate: bool = True,
         sif_dir: str | os.PathLike | None = None,
+        **options: Any,
     ):
-        super().__init__(workdir, limits, mount_point)
+        """`options`: ImageSandbox's (mount_point, extra_ro_binds, env, hydrate)."""
         if not image:
             raise ValueError("the apptainer backend needs an image (a .sif file or docker://name:tag)")
-        self.image = apptainer_image_ref(image, sif_dir)
-        self.extra_ro_binds = [str(p) for p in extra_ro_binds]
-        self.env = {**SANDBOX_ENV, **(env or {})}
+        client = apptainer or shutil.which("apptainer") or shutil.which("singularity") or "apptainer"
+        image = apptainer_image_ref(image, sif_dir)
+        super().__init__(workdir, image, limits, backend="apptainer", client=client, **options)
         # `--network none` needs a network namespace; Apptainer allows it unprivileged only where the site's
         # apptainer.conf does ("allow net networks = none"); pass network=True to keep the host's instead.
         self.network = network
         # --pids-limit/--memory/--cpus need cgroups v2 with systemd delegation (or root); without them the process
         # count is bounded only by the timeout, memory by ulimit -v per process, CPU time not at all.
         self.cgroups = cgroups
-        self.apptainer = apptainer or shutil.which("apptainer") or shutil.which("singularity") or "apptainer"
-        self.hydrate = hydrate  # copy the image's build products into the working copy before the first start
-        self.hydrated: list[str] | None = None
 
     def apptainer_args(self) -> list[str]:
         args = [
-            self.apptainer,
+            self.client,
             "exec",
             "--containall",
             "--cleanenv",
@@ -204,7 +243,7 @@ class ApptainerSandbox(PipedShellSandbox):
 
     def image_shell_argv(self) -> list[str]:
         """`apptainer exec` of a shell command in the image with nothing bound: what hydration runs."""
-        args = [self.apptainer, "exec", "--containall", "--cleanenv", "--no-home"]
+        args = [self.client, "exec", "--containall", "--cleanenv", "--no-home"]
         if not self.network:
             args += ["--net", "--network", "none"]
         return [*args, self.image, "/bin/sh", "-c"]
@@ -215,14 +254,6 @@ class ApptainerSandbox(PipedShellSandbox):
         driver = driver_script(self.mount_point, self.limits, limit_processes=False, kill_leftovers=True)
         return [*self.apptainer_args(), "bash", "--noprofile", "--norc", "-c", driver]
 
-    def prepare(self) -> None:
-        if shutil.which(self.apptainer) is None:
-            raise SandboxUnavailableError(
-                "apptainer is not installed here; on a cluster `module load apptainer`, or choose the bwrap backend"
-            )
-        if self.hydrate and self.hydrated is None:
-            self.hydrated = hydrate_from_image(self.image_shell_argv(), self.workdir)
-
     def describe_start_failure(self, output: str) -> str:
         return (
             f"apptainer could not start {self.image} on {self.workdir}: {output.strip() or 'no output'}\n"
@@ -230,7 +261,7 @@ class ApptainerSandbox(PipedShellSandbox):
         )
 
 
-class DockerSandbox(PipedShellSandbox):
+class DockerSandbox(ImageSandbox):
     """A long-lived `docker run` container of `image` with the working copy bound; commands go to one
     `docker exec -i` shell in it."""
 
@@ -239,32 +270,26 @@ class DockerSandbox(PipedShellSandbox):
         workdir: str | os.PathLike,
         image: str,
         limits: SandboxLimits | None = None,
-        mount_point: str = TASK_WORKDIR,
-        extra_ro_binds: Sequence[str | os.PathLike] = (),
-        env: Mapping[str, str] | None = None,
+        *,
         user: str | None = None,
         docker: str | None = None,
-        hydrate: bool = True,
+        **options: Any,
     ):
-        super().__init__(workdir, limits, mount_point)
+        """`options`: ImageSandbox's (mount_point, extra_ro_binds, env, hydrate)."""
         if not image:
             raise ValueError("the docker backend needs an image name")
-        self.image = image
-        self.extra_ro_binds = [str(p) for p in extra_ro_binds]
-        self.env = {**SANDBOX_ENV, **(env or {})}
+        client = docker or shutil.which("docker") or "docker"
+        super().__init__(workdir, image, limits, backend="docker", client=client, **options)
         # The host user by default, so that files written in the working copy stay the user's to delete.
         self.user = user if user is not None else f"{os.getuid()}:{os.getgid()}"
-        self.docker = docker or shutil.which("docker") or "docker"
         self.container = f"repairrl-sandbox-{os.getpid()}-{os.urandom(4).hex()}"
         self._container_started = False
-        self.hydrate = hydrate  # copy the image's build products into the working copy before the first start
-        self.hydrated: list[str] | None = None
 
     def run_args(self) -> list[str]:
         """`docker run` of the idle container that every command of the episode runs in."""
         limits = self.limits
         args = [
-            self.docker,
+            self.client,
             "run",
             "--detach",
             "--rm",
@@ -309,11 +334,11 @@ class DockerSandbox(PipedShellSandbox):
 
     def image_shell_argv(self) -> list[str]:
         """A throw-away container of the image, as root and without network, running a shell command."""
-        return [self.docker, "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "/bin/sh",
+        return [self.client, "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "/bin/sh",
                 self.image, "-c"]  # fmt: skip
 
     def exec_args(self) -> list[str]:
-        return [self.docker, "exec", "--interactive", "--workdir", self.mount_point, self.container]
+        return [self.client, "exec", "--interactive", "--workdir", self.mount_point, self.container]
 
     def launch_argv(self) -> list[str]:
         # Processes, memory and CPU are the container's limits (--pids-limit, --memory, --cpus). No sweep of
@@ -325,12 +350,7 @@ class DockerSandbox(PipedShellSandbox):
         return None  # the docker client needs DOCKER_HOST and friends; nothing of it reaches the container
 
     def prepare(self) -> None:
-        if shutil.which(self.docker) is None:
-            raise SandboxUnavailableError(
-                "docker is not installed here; choose the bwrap or apptainer backend"
-            )
-        if self.hydrate and self.hydrated is None:
-            self.hydrated = hydrate_from_image(self.image_shell_argv(), self.workdir)
+        super().prepare()
         try:
             started = subprocess.run(
                 self.run_args(),
@@ -355,7 +375,7 @@ class DockerSandbox(PipedShellSandbox):
             return
         self._container_started = False
         subprocess.run(
-            [self.docker, "rm", "--force", self.container], check=False, capture_output=True, timeout=60
+            [self.client, "rm", "--force", self.container], check=False, capture_output=True, timeout=60
         )
 
     def describe_start_failure(self, output: str) -> str:
