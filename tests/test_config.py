@@ -78,6 +78,7 @@ BAD_CONFIGS = {
     "unknown evaluated model": ("evaluation.models", ["base", "gpt5"], r"key 'evaluation\.models': 'gpt5' is neither"),
     "unknown sharded dataset": ("evaluation.shards", {"nope": 2}, r"key 'evaluation\.shards\.nope': not a dataset"),
     "unknown sft dataset": ("sft.dataset", "nope", r"key 'sft\.dataset': 'nope' is not a dataset with role train"),
+    "unknown base model": ("base_model", "qwen", r"key 'base_model': 'qwen' is not a model of `models`"),
 }
 
 

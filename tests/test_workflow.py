@@ -45,10 +45,11 @@ def embedded_run(tmp_path_factory):
     config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
     config.update(results_dir=f"{root}/results", logs_dir=f"{root}/logs")
     config["cache"].update(dir=f"{root}/cache", workers=2)
-    # The embedded default with half its sampling and GRPO steps, to keep the test suite near 30 minutes on 2
-    # cores; every rule and every model still runs (README's numbers are from the full default).
+    # The embedded default with half its sampling and half its GRPO episodes (one task a step), to keep the test
+    # suite under 30 minutes on 2 cores; every rule and every model still runs (README's numbers are from the full
+    # default).
     config["sft"]["samples"] = 1
-    config["grpo"]["train"].update(max_steps=2, save_steps=1)
+    config["grpo"]["train"].update(max_steps=2, save_steps=1, tasks_per_step=1)
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     overrides = ["--configfile", str(root / "config.yaml")]
     completed = snakemake("--profile", "profiles/local", "--cores", "2", *overrides, timeout=1800)
@@ -209,6 +210,33 @@ def test_dry_run_of_the_14b_study_runs_every_agent_in_the_tasks_image():
     assert completed.returncode == 0, output[-3000:]
     agent_commands = [line for line in output.splitlines() if "--sandbox " in line]
     assert agent_commands and all("--sandbox apptainer" in line for line in agent_commands), agent_commands[:3]
+
+
+def test_dry_run_trains_from_the_base_model_the_config_names(tmp_path):
+    """A config of the required keys (the schema fills in the rest) whose one model is not called `base`."""
+    embedded = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+    config = {
+        "experiment": "smol-study", "results_dir": str(tmp_path / "results"), "logs_dir": str(tmp_path / "logs"),
+        "models": {"smol": {"source": "embedded"}},
+        "datasets": {name: embedded["datasets"][name] for name in ("mini_train", "mini_eval_python")},
+        "cache": {"dir": str(tmp_path / "cache")}, "rewards": embedded["rewards"],
+        "sft": {"enabled": True, "expert_demos": True}, "grpo": {"enabled": True, "init": "base"},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    completed = snakemake("-n", "-p", "--configfile", str(tmp_path / "config.yaml"))
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    base = f"{tmp_path}/results/smol-study/models/smol"
+    commands = {rule: [line for line in output.splitlines() if f"repairrl.{module} " in line]
+                for rule, module in (("sft", "sft.train"), ("grpo", "grpo.train"), ("rollouts", "evaluate shard"),
+                                     ("report", "report"))}
+    assert f"--model {base} " in commands["sft"][0] and f"--model {base} " in commands["grpo"][0]
+    teacher = [line for line in commands["rollouts"] if "--model-name teacher" in line]
+    assert teacher and f"--model {base} " in teacher[0], "the teacher defaults to the base model"
+    assert "--base-model smol " in commands["report"][0]
+    # evaluation.models defaults to the base model and the two trained ones.
+    assert {re.search(r"--model-name (\S+)", line).group(1) for line in commands["rollouts"]} == {
+        "teacher", "smol", "sft", "grpo"}
 
 
 def test_bare_profile_name_works_after_setup(tmp_path):

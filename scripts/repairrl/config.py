@@ -178,6 +178,9 @@ def _reference_problems(config: dict) -> list[str]:
         if dataset is not None and roles.get(dataset) != "train":
             problems.append(f"key '{stage}.dataset': {dataset!r} is not a dataset with role train "
                             f"(one of {sorted(n for n, r in roles.items() if r == 'train')})")
+    base_model = config.get("base_model")
+    if base_model is not None and base_model not in models:
+        problems.append(f"key 'base_model': {base_model!r} is not a model of `models` (one of {sorted(models)})")
     teacher = (config.get("sft") or {}).get("teacher")
     if teacher and not teacher.startswith(("http://", "https://")) and teacher not in models:
         problems.append(f"key 'sft.teacher': {teacher!r} is neither a model of `models` nor an endpoint URL")

@@ -134,6 +134,9 @@ def all_targets():
 # ---- models, stages and their command-line flags ------------------------------------------------------------
 
 TRAINED_MODELS = ("sft", "grpo")
+# The model SFT and GRPO train from, and the report's baseline. Its default depends on `models`, which a schema
+# default cannot say, so it is filled in here, once.
+BASE_MODEL = config.setdefault("base_model", next(iter(config["models"])))
 
 
 def stage(name):
@@ -177,7 +180,7 @@ def model_dir(model):
 
 
 def eval_models():
-    models = config.get("evaluation", {}).get("models", list(config["models"]))
+    models = config["evaluation"].get("models", [BASE_MODEL, *TRAINED_MODELS])
     return [m for m in models if m not in TRAINED_MODELS or stage_enabled(m)]
 
 

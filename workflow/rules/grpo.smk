@@ -3,7 +3,7 @@
 
 def grpo_init_model():
     init = stage("grpo")["init"]
-    return "sft" if init == "sft" and stage_enabled("sft") else "base"
+    return "sft" if init == "sft" and stage_enabled("sft") else BASE_MODEL
 
 
 def grpo_server(wildcards, input):

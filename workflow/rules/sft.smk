@@ -13,7 +13,7 @@ def tracking_flags(stage_name):
 
 
 def sft_teacher():
-    return stage("sft").get("teacher", "base")
+    return stage("sft").get("teacher", BASE_MODEL)
 
 
 def sft_rollout_shards(wildcards):
@@ -109,7 +109,7 @@ rule sft_dataset:
 
 rule sft:
     input:
-        model=lambda wildcards: model_manifest("base"),
+        model=model_manifest(BASE_MODEL),
         data=rules.sft_dataset.output.data,
     output:
         manifest=f"{TASK_DIR}/models/sft/model.json",

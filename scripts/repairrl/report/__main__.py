@@ -29,12 +29,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="the results to wandb: offline (under EXPERIMENT_DIR/wandb, beside the training "
                         "stages' runs), online or disabled")
     parser.add_argument("--tracking-group", help="wandb group of the study (default: the directory's name)")
+    parser.add_argument("--base-model", default="base", help="the model SFT and GRPO trained from (the config's "
+                        "base_model): the success criterion compares the trained models with it")
     parser.add_argument("--sft-metrics", type=Path, help="SFT's metrics.csv: plots its training curves")
     parser.add_argument("--grpo-metrics", type=Path, help="GRPO's metrics.csv: plots its training curves")
     args = parser.parse_args(argv)
     result = build_report(args.experiment_dir, args.out, args.profile, args.experiment, args.wandb_project,
                           args.task, sft_metrics=args.sft_metrics, grpo_metrics=args.grpo_metrics,
-                          tracking_mode=args.tracking, tracking_group=args.tracking_group)
+                          tracking_mode=args.tracking, tracking_group=args.tracking_group,
+                          base_model=args.base_model)
     print(
         f"{len(result['rows'])} result rows, {len(result['compute'])} rules in the compute table -> {args.out}"
     )

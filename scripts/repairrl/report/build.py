@@ -179,15 +179,17 @@ def criterion_for(benchmark: str) -> Criterion:
     return Criterion(0.0, "any lift in resolve rate over base")
 
 
-def success_checks(rows: list[dict]) -> list[dict]:
-    """Per benchmark: the most-trained model (grpo, else sft) against base, with the criterion's verdict."""
+def success_checks(rows: list[dict], base_model: str = "base") -> list[dict]:
+    """Per benchmark: the most-trained model (grpo, else sft) against the base model (the config's base_model,
+    which SFT and GRPO trained from), with the criterion's verdict."""
     checks = []
     for benchmark in sorted({r["benchmark"] for r in rows}):
         by_model = {r["model"]: r for r in rows if r["benchmark"] == benchmark}
         trained = next((by_model[m] for m in ("grpo", "sft") if m in by_model), None)
-        base = by_model.get("base")
+        base = by_model.get(base_model)
         criterion = criterion_for(benchmark)
-        check = {"benchmark": benchmark, "criterion": criterion.text, "base": base, "trained": trained}
+        check = {"benchmark": benchmark, "criterion": criterion.text, "base_model": base_model, "base": base,
+                 "trained": trained}
         if base is None or trained is None:
             check.update(lift=None, met=None, ci_overlap=None)
         else:
@@ -272,10 +274,10 @@ def repair_section(rows: list[dict], checks: list[dict], sft: dict | None,
     lines += ["| benchmark | criterion | comparison | lift | verdict |", "| --- | --- | --- | --- | --- |"]
     for check in checks:
         if check["met"] is None:
-            have = [m for m in ("base", "trained") if check[m] is not None]
+            have = [check[m]["model"] for m in ("base", "trained") if check[m] is not None]
             verdict, comparison, lift = (
                 "not evaluable",
-                f"needs base and sft/grpo (have: {', '.join(have) or 'none'})",
+                f"needs {check['base_model']} and sft/grpo (have: {', '.join(have) or 'none'})",
                 "n/a",
             )
         else:
@@ -283,7 +285,7 @@ def repair_section(rows: list[dict], checks: list[dict], sft: dict | None,
             if check["met"] and check["ci_overlap"]:
                 verdict += " (CIs overlap: not significant)"
             trained = check["trained"]
-            comparison = f"{trained['model']} vs base"
+            comparison = f"{trained['model']} vs {check['base_model']}"
             lift = f"{100 * check['lift']:+.1f} points"
         lines.append(f"| {check['benchmark']} | {check['criterion']} | {comparison} | {lift} | {verdict} |")
     lines += ["", "### Episodes", ""]
@@ -420,6 +422,7 @@ def build_report(
     grpo_metrics: Path | None = None,
     tracking_mode: str = "offline",
     tracking_group: str | None = None,
+    base_model: str = "base",
 ) -> dict:
     """The report of `task` (its tables and plots) with a section for every task of the experiment that ran, and
     the training curves of the stages whose metrics.csv is given."""
@@ -439,7 +442,7 @@ def build_report(
             sections[name] = detection_section(rows, sft)
         else:
             rows = collect_results(directory)
-            checks = success_checks(rows)
+            checks = success_checks(rows, base_model)
             edits = edit_application(directory) if name == "file_repair" else None
             sections[name] = repair_section(rows, checks, sft, edits)
         sections[name] += ["", *compute_section(compute)]
