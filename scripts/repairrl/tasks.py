@@ -18,7 +18,7 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from repairrl.records import read_jsonl, validate_record, write_jsonl
 
@@ -50,8 +50,28 @@ def check_task_kind(kind: str) -> str:
     return kind
 
 
+class TableRow:
+    """A row of a task table: a dataclass written as a JSON record, and read back checked against its schema
+    (workflow/schemas/<schema>.schema.yaml); fields the dataclass does not know are left out."""
+
+    schema: ClassVar[str]
+
+    def __init_subclass__(cls, schema: str, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        cls.schema = schema
+
+    def to_record(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict, where: str | None = None):
+        validate_record(record, cls.schema, where or cls.schema.replace("_", " "))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+
 @dataclass(frozen=True)
-class Task:
+class Task(TableRow, schema="task"):
     instance_id: str
     dataset: str
     repo: str
@@ -78,15 +98,6 @@ class Task:
     log_parser: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def to_record(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_record(cls, record: dict, where: str = "task") -> Task:
-        validate_record(record, "task", where)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in known})
-
     def gold_patch_files(self) -> list[str]:
         """Paths the gold patch changes (created and deleted files included); [] if it is not a unified diff."""
         from unidiff import PatchSet
@@ -112,27 +123,18 @@ def read_tasks(path: str | Path) -> list[Task]:
 
 
 @dataclass(frozen=True)
-class DetectionSample:
+class DetectionSample(TableRow, schema="detection_sample"):
     sample_id: str
     dataset: str
-    code: str
     label: str  # vulnerable | benign
     cwe: list[str]
+    code: str
     project: str | None
     commit_id: str | None
     pair_id: str | None
     language: str = "c"
     split: str = "test"
     extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_record(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_record(cls, record: dict, where: str = "detection sample") -> DetectionSample:
-        validate_record(record, "detection_sample", where)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in record.items() if k in known})
 
     # Trajectory, episode and prediction records are keyed by `instance_id` and name a `repo`, whatever the
     # task; these let a sample stand where a repair task does, without writing the fields twice on disk.
