@@ -2,7 +2,7 @@
 
     python -m repairrl.evaluate shard --tasks T --shard I --num-shards N --model-name M \
         --trajectories traj.jsonl --out predictions.jsonl [--serve-model PATH [--lora NAME=PATH] [--port P]] \
-        [--vllm-log LOG] [--batch-size B] -- [agent arguments]
+        [--vllm-log LOG] -- [agent arguments]
         run the agent on the shard's unfinished tasks (under the shard's own vLLM server, on a free port of
         127.0.0.1, when --serve-model is given), journal their trajectories, and write the shard's swebench
         predictions
@@ -43,52 +43,39 @@ from repairrl.tasks import TASK_KINDS, Task, read_task_table, read_tasks, write_
 
 
 class AgentRunError(RuntimeError):
-    """The agent CLI failed on a batch of tasks; its output names the cause."""
+    """The agent CLI failed on a shard's tasks; its output names the cause."""
 
 
-def agent_cli_runner(
-    agent_args: list[str], batch_size: int, base_url: str | None, log_path: Path | None, agent_out: Path
-):
-    """Run `python -m repairrl.agent --tasks BATCH --out AGENT_OUT [--base-url URL/v1] AGENT_ARGS` per batch.
+def agent_cli_runner(agent_args: list[str], base_url: str | None, log_path: Path | None, agent_out: Path):
+    """Run `python -m repairrl.agent --tasks PENDING --out AGENT_OUT [--base-url URL/v1] AGENT_ARGS` once.
 
-    AGENT_OUT stays between batches and runs: the agent journals every episode in `<AGENT_OUT>.journal` and
-    skips those on a rerun, so an episode finished before a kill is never run twice, and the shard's own
-    journal receives each batch's trajectories as soon as the batch ends.
+    One call for all the shard's pending tasks: the in-process backend loads the model once and batches every
+    concurrent episode into one generate call, which is where a CPU run spends its time. Nothing is lost to a kill:
+    AGENT_OUT stays between runs, the agent journals every episode in `<AGENT_OUT>.journal` as it ends and skips
+    those on a rerun, so an episode finished before a kill is never run twice.
     """
 
     def run(pending: list[Task]) -> Iterator[dict]:
-        size = max(1, batch_size)
-        for start in range(0, len(pending), size):
-            batch = pending[start : start + size]
-            with tempfile.TemporaryDirectory(prefix="repairrl-eval-") as scratch:
-                tasks_path = Path(scratch, "tasks.jsonl")
-                write_tasks(tasks_path, batch)
-                command = [
-                    sys.executable,
-                    "-m",
-                    "repairrl.agent",
-                    "--tasks",
-                    str(tasks_path),
-                    "--out",
-                    str(agent_out),
-                ]
-                if base_url:
-                    command += ["--base-url", f"{base_url}/v1"]
-                command += agent_args
-                with contextlib.ExitStack() as stack:
-                    log = stack.enter_context(open(log_path, "a", encoding="utf-8")) if log_path else None
-                    if log:
-                        log.write(f"$ {shlex.join(command)}\n")
-                        log.flush()
-                    completed = subprocess.run(
-                        command, stdout=log, stderr=subprocess.STDOUT if log else None, check=False
-                    )
-                if completed.returncode != 0:
-                    raise AgentRunError(
-                        f"the agent exited with code {completed.returncode} on {len(batch)} tasks; see {log_path}"
-                    )
-                wanted = {task.instance_id for task in batch}
-                yield from (r for r in read_journal(agent_out) if r.get("instance_id") in wanted)
+        with tempfile.TemporaryDirectory(prefix="repairrl-eval-") as scratch:
+            tasks_path = Path(scratch, "tasks.jsonl")
+            write_tasks(tasks_path, pending)
+            command = [sys.executable, "-m", "repairrl.agent", "--tasks", str(tasks_path), "--out", str(agent_out)]
+            if base_url:
+                command += ["--base-url", f"{base_url}/v1"]
+            command += agent_args
+            with contextlib.ExitStack() as stack:
+                log = stack.enter_context(open(log_path, "a", encoding="utf-8")) if log_path else None
+                if log:
+                    log.write(f"$ {shlex.join(command)}\n")
+                    log.flush()
+                completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT if log else None,
+                                           check=False)
+            if completed.returncode != 0:
+                raise AgentRunError(
+                    f"the agent exited with code {completed.returncode} on {len(pending)} tasks; see {log_path}"
+                )
+            wanted = {task.instance_id for task in pending}
+            yield from (r for r in read_journal(agent_out) if r.get("instance_id") in wanted)
 
     return run
 
@@ -131,7 +118,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
                 what=f"evaluate shard {args.shard}")
 
     def go(base_url: str | None) -> dict:
-        runner = agent_cli_runner(agent_args, args.batch_size, base_url, args.agent_log, agent_out)
+        runner = agent_cli_runner(agent_args, base_url, args.agent_log, agent_out)
         return predictions.run_shard(tasks, runner, args.trajectories, args.out, args.model_name)
 
     if args.serve_model:
@@ -248,7 +235,6 @@ def main(argv: list[str] | None = None) -> int:
         help="the shard's trajectory journal (resumed if written by the same model, tasks and agent flags)",
     )
     shard.add_argument("--out", required=True, type=Path, help="the shard's predictions (.jsonl)")
-    shard.add_argument("--batch-size", type=int, default=8, help="tasks per agent call")
     shard.add_argument("--agent-log", type=Path)
     shard.add_argument("--base-url", help="an OpenAI-compatible server already running")
     shard.add_argument("--serve-model", help="start `vllm serve` on this model for the shard")
