@@ -427,6 +427,19 @@ def test_prepare_model_downloads_the_asked_revision_once(tmp_path, monkeypatch):
         prepare_model("base", "Qwen/Qwen3-14B", tmp_path / "m2", revision="missing")
 
 
+def test_prepare_model_refuses_a_revision_it_cannot_pin(tmp_path):
+    from repairrl.models.loading import ModelSourceError, prepare_model
+
+    local = tmp_path / "checkpoint"
+    local.mkdir()
+    with pytest.raises(ModelSourceError, match="is a local source"):
+        prepare_model("base", str(local), tmp_path / "m", revision="v1")
+    with pytest.raises(ModelSourceError, match="is a gguf source"):
+        prepare_model("base", "gguf:model.gguf", tmp_path / "m", revision="v1")
+    assert not (tmp_path / "m" / "model.json").exists()
+    assert prepare_model("base", str(local), tmp_path / "m")["path"] == str(local.resolve())
+
+
 # --- scripts/gpu_check.sh: the parts a CPU can run ---------------------------------------------------------------
 
 

@@ -12,7 +12,6 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from repairrl.records import atomic_write
@@ -25,21 +24,15 @@ class ModelSourceError(RuntimeError):
     """A model source cannot be found or loaded."""
 
 
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model comes from: `embedded`, `gguf:<file>`, a local directory, or a hub id."""
-
-    spec: str
-
-    @property
-    def kind(self) -> str:
-        if self.spec == "embedded":
-            return "embedded"
-        if self.spec.startswith("gguf:"):
-            return "gguf"
-        if Path(self.spec).is_dir():
-            return "local"
-        return "hub"
+def source_kind(spec: str) -> str:
+    """Where a model comes from: `embedded`, `gguf` (`gguf:<file>`), `local` (a directory), or `hub` (an id)."""
+    if spec == "embedded":
+        return "embedded"
+    if spec.startswith("gguf:"):
+        return "gguf"
+    if Path(spec).is_dir():
+        return "local"
+    return "hub"
 
 
 def embedded_gguf_path() -> Path:
@@ -120,15 +113,21 @@ def prepare_model(name: str, spec: str, out_dir: Path, revision: str | None = No
     GGUF sources are converted once into `out_dir/hf`; hub ids are downloaded once, at the pinned `revision`, into
     the HF cache ($HF_HOME) and the manifest points at that snapshot; local checkpoints are only recorded.
     """
-    source = ModelSource(spec)
-    manifest: dict = {"name": name, "spec": spec, "kind": source.kind}
-    if source.kind in ("embedded", "gguf"):
-        gguf = embedded_gguf_path() if source.kind == "embedded" else Path(spec.removeprefix("gguf:"))
+    kind = source_kind(spec)
+    if revision and kind != "hub":
+        # Ignoring it would leave the config claiming a pinned model that is not what the stages load.
+        raise ModelSourceError(
+            f"model '{name}': revision {revision!r} pins a hub download, but {spec!r} is a {kind} source; "
+            "remove the revision or give a hub id"
+        )
+    manifest: dict = {"name": name, "spec": spec, "kind": kind}
+    if kind in ("embedded", "gguf"):
+        gguf = embedded_gguf_path() if kind == "embedded" else Path(spec.removeprefix("gguf:"))
         if not gguf.is_file():
             raise ModelSourceError(f"model '{name}': GGUF file {gguf} does not exist")
         manifest.update(convert_gguf(gguf, out_dir / "hf"))
         manifest["path"] = "hf"
-    elif source.kind == "local":
+    elif kind == "local":
         manifest["path"] = str(Path(spec).resolve())
     else:
         manifest["path"], manifest["revision"] = download_hub_model(spec, revision)
