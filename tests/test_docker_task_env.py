@@ -90,6 +90,7 @@ def predictions(tasks: list[Task]) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_official_harness_resolves_gold_and_not_empty_or_wrong_patches(image_tasks, tmp_path):
     tasks_path, preds_path, out = tmp_path / "tasks.jsonl", tmp_path / "preds.jsonl", tmp_path / "graded"
     write_jsonl(tasks_path, [task.to_record() for task in image_tasks.tasks])
@@ -119,6 +120,7 @@ def test_official_harness_resolves_gold_and_not_empty_or_wrong_patches(image_tas
     )
 
 
+@pytest.mark.slow
 def test_agent_episode_runs_the_tests_in_the_task_image_and_the_host_diffs(image_tasks, tmp_path):
     from repairrl.agent.loop import AgentConfig
     from repairrl.agent.run import run_tasks
@@ -171,6 +173,7 @@ def test_agent_episode_runs_the_tests_in_the_task_image_and_the_host_diffs(image
     assert record["config"]["repo_path"] == "/testbed"
 
 
+@pytest.mark.slow
 def test_docker_sandbox_limits_the_container_like_bwrap(image_tasks, tmp_path):
     from repairrl.sandbox import SandboxLimits
     from repairrl.sandbox.container import DockerSandbox
@@ -198,6 +201,7 @@ TAMPER_PATCH = (
 )
 
 
+@pytest.mark.slow
 def test_resolved_reward_runs_the_eval_script_in_the_task_image(image_tasks):
     from repairrl.grading.grade import grade_many
     from repairrl.grading.rewards import RewardNotComputableError, check_rewards_computable, compose_rewards
@@ -283,6 +287,7 @@ def test_resolved_reward_in_apptainer_runs_the_same_script_in_the_pulled_image(t
     )
 
 
+@pytest.mark.slow
 def test_grpo_episode_in_the_task_image_earns_resolved_only_for_a_real_fix(image_tasks, tmp_path):
     """The rollout's own path: an episode with `sandbox: docker`, its host-computed diff graded in the image."""
     from repairrl.grpo.rollout import AgentRollout, RolloutConfig

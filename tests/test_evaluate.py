@@ -421,6 +421,7 @@ def run_eval_shard(tmp_path: Path, tasks: Path, cache: Path, model: Path, capsys
     return json.loads(captured.out.strip().splitlines()[-1]), captured.err
 
 
+@pytest.mark.slow
 def test_a_retrained_models_shard_runs_its_episodes_again_and_the_same_model_resumes(
     cached_calc_task, tmp_path, capsys
 ):

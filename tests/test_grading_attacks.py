@@ -468,6 +468,7 @@ def test_probe():
 """
 
 
+@pytest.mark.slow
 def test_nonce_is_not_in_the_argv_environment_or_files_of_the_test_process(tmp_path):
     from repairrl.grading.test_runner import new_nonce
 

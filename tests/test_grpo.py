@@ -329,6 +329,7 @@ def _order(out: Path) -> list[tuple[int, str]]:
     return sorted({(e["step"], e["instance_id"]) for e in read_jsonl(out / "episodes.jsonl")})
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_at_its_last_checkpoint(tiny_model_dir, calc_tasks, tmp_path):
     """Real in-process generation through the CLI; the resumed run continues the step count and the data order."""
     tasks, cache = calc_tasks
