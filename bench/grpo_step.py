@@ -218,7 +218,16 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--tokenizer", type=Path, default=TOKENIZER_DIR,
                         help="the converted embedded model's hf/ directory (prepare_model's output)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch's intra-op threads (default: one per core). On a machine shared with other "
+                             "work, 1: OpenMP's threads then never wait for a descheduled sibling, which can make "
+                             "the main thread's generate (the plain run's) several times slower than the "
+                             "backend's generate thread and the ratio meaningless")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not (args.tokenizer / "tokenizer.json").is_file():
         print(f"needs the converted embedded model at {args.tokenizer} (run prepare_model)", file=sys.stderr)
         return 1
@@ -232,7 +241,10 @@ def main() -> int:
         plain = run_plain(tasks, args.tokenizer, args.hidden, args.layers, args.steps, generated, root / "plain")
         multi, sandbox = run_multi_turn(tasks, cache, args.tokenizer, args.hidden, args.layers, args.steps, 512, root / "multi", 1)
         no_gap, _ = run_multi_turn(tasks, cache, args.tokenizer, args.hidden, args.layers, args.steps, 512, root / "nogap", 0)
-    print(f"model: random Llama hidden {args.hidden}, {args.layers} layers, SmolLM2 tokenizer; LoRA r16; CPU")
+    import torch
+
+    print(f"model: random Llama hidden {args.hidden}, {args.layers} layers, SmolLM2 tokenizer; LoRA r16; CPU, "
+          f"{torch.get_num_threads()} torch threads")
     print(f"batch: 2 tasks x 2 generations; {generated} generated tokens per completion; "
           f"{args.steps - 1} steps timed after 1 warm-up")
     print(f"{'':42} {'wall s/step':>12} {'ratio':>6} {'CPU s/step':>11} {'ratio':>6}")
