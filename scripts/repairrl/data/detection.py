@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
-from repairrl.data.loaders import BadRows, DatasetError, DatasetSpec, read_rows
+from repairrl.data.loaders import DatasetError, DatasetSpec, convert_rows, read_rows
 from repairrl.tasks import DetectionSample
 
 DETECTION_FORMATS = ("primevul", "detection-mini")
@@ -221,30 +221,15 @@ def load_detection_samples(spec: DatasetSpec, rows: Iterable[dict] | None = None
     if spec.format not in DETECTION_FORMATS:
         known = ", ".join(DETECTION_FORMATS)
         raise DatasetError(f"dataset '{spec.name}': unknown detection format '{spec.format}' ({known})")
-    wanted_ids = set(spec.instance_ids)
-    samples: list[DetectionSample] = []
-    bad_rows = BadRows(spec)
-    for index, row in enumerate(_rows_of(spec, bad_rows.line_handler()) if rows is None else rows):
-        if spec.split_filter is not None and row.get("split") != spec.split_filter:
-            continue
-        if spec.repos and row.get("project") not in spec.repos:
-            continue
-        row_id = _sample_id(row, spec) or "?"
-        where = f"dataset '{spec.name}' row {index} ({row_id})"
-        try:
-            sample = primevul_sample(row, spec, where)
-            # The schema catches what the conversion lets through, e.g. a malformed commit id.
-            DetectionSample.from_record(sample.to_record(), where=where)
-        except (DatasetError, ValueError, KeyError, TypeError) as error:
-            bad_rows.reject(index, row_id, error)
-            continue
-        if spec.language_filter is not None and sample.language != spec.language_filter:
-            continue
-        if wanted_ids and sample.sample_id not in wanted_ids:
-            continue
-        if bad_rows.is_repeat(index, where, sample.sample_id, "sample_id"):
-            continue
-        samples.append(sample)
-        if spec.limit is not None and len(samples) >= spec.limit:
-            break
-    return DetectionLoadResult(samples=assign_pair_ids(samples), skipped=bad_rows.skipped)
+    samples, skipped = convert_rows(
+        spec,
+        rows,
+        read=_rows_of,
+        convert=primevul_sample,
+        row_id=lambda row: _sample_id(row, spec),
+        id_name="sample_id",
+        row_is_wanted=lambda row: (spec.split_filter is None or row.get("split") == spec.split_filter)
+        and (not spec.repos or row.get("project") in spec.repos),
+        item_is_wanted=lambda sample: spec.language_filter is None or sample.language == spec.language_filter,
+    )
+    return DetectionLoadResult(samples=assign_pair_ids(samples), skipped=skipped)

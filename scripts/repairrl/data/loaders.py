@@ -185,15 +185,13 @@ ROW_CONVERTERS: dict[str, Callable[[dict, DatasetSpec, str], Task]] = {
 }
 
 
-def _row_filter_reason(row: dict, spec: DatasetSpec) -> str | None:
+def _row_is_wanted(row: dict, spec: DatasetSpec) -> bool:
+    """The config's filters on a repair row's own columns: split, language, repository."""
     if spec.split_filter is not None and row.get("split") != spec.split_filter:
-        return "split"
+        return False
     if spec.language_filter is not None and (row.get("language") or "python") != spec.language_filter:
-        return "language"
-    repo = row.get("repo") or row.get("repository")
-    if spec.repos and repo not in spec.repos:
-        return "repo"
-    return None
+        return False
+    return not spec.repos or (row.get("repo") or row.get("repository")) in spec.repos
 
 
 class BadRows:
@@ -232,32 +230,59 @@ class BadRows:
         return True
 
 
+def convert_rows(
+    spec: Any,
+    rows: Iterable[dict] | None,
+    read: Callable[[Any, Callable[[LocalFileError], None] | None], Iterable[dict]],
+    convert: Callable[[dict, Any, str], Any],
+    row_id: Callable[[dict], str | None],
+    id_name: str,
+    row_is_wanted: Callable[[dict], bool],
+    item_is_wanted: Callable[[Any], bool],
+) -> tuple[list, list[dict]]:
+    """(items, skipped): the rows (`rows`, else those `read` reads) converted to tasks or detection samples and
+    checked against their schema, as the config filters them: `row_is_wanted` on the row, `item_is_wanted` on what
+    it converts to, then `instance_ids` and `limit`. A row that does not convert, or repeats an earlier row's id
+    (`id_name`), is an error or a skipped row, as the dataset's `on_bad_row` says (BadRows)."""
+    bad_rows = BadRows(spec)
+    if rows is None:
+        rows = read(spec, bad_rows.line_handler())
+    wanted_ids = set(spec.instance_ids)
+    items: list = []
+    for index, row in enumerate(rows):
+        if not row_is_wanted(row):
+            continue
+        row_name = row_id(row) or "?"
+        where = f"dataset '{spec.name}' row {index} ({row_name})"
+        try:
+            item = convert(row, spec, where)
+            # The schema catches what the conversion lets through, e.g. a malformed commit hash.
+            type(item).from_record(item.to_record(), where=where)
+        except (DatasetError, ValueError, KeyError, TypeError) as error:
+            bad_rows.reject(index, row_name, error)
+            continue
+        if not item_is_wanted(item) or (wanted_ids and item.instance_id not in wanted_ids):
+            continue
+        if bad_rows.is_repeat(index, where, item.instance_id, id_name):
+            continue
+        items.append(item)
+        if spec.limit is not None and len(items) >= spec.limit:
+            break
+    return items, bad_rows.skipped
+
+
 def load_tasks(spec: DatasetSpec, rows: Iterable[dict] | None = None) -> LoadResult:
     """Convert rows to tasks, applying the config's filters; bad rows raise or are skipped with a reason."""
     if spec.format not in ROW_CONVERTERS:
         raise DatasetError(f"dataset '{spec.name}': unknown format '{spec.format}' (one of {sorted(ROW_CONVERTERS)})")
-    convert = ROW_CONVERTERS[spec.format]
-    wanted_ids = set(spec.instance_ids)
-    tasks: list[Task] = []
-    bad_rows = BadRows(spec)
-    for index, row in enumerate(read_rows(spec, bad_rows.line_handler()) if rows is None else rows):
-        if _row_filter_reason(row, spec):
-            continue
-        row_id = row.get("instance_id") or row.get("repository") or "?"
-        where = f"dataset '{spec.name}' row {index} ({row_id})"
-        try:
-            task = convert(row, spec, where)
-            Task.from_record(task.to_record(), where=where)  # schema check: e.g. a malformed commit hash
-        except (DatasetError, ValueError, KeyError, TypeError) as error:
-            bad_rows.reject(index, row_id, error)
-            continue
-        if wanted_ids and task.instance_id not in wanted_ids:
-            continue
-        if spec.single_file_patch and len(task.gold_patch_files()) != 1:
-            continue
-        if bad_rows.is_repeat(index, where, task.instance_id, "instance_id"):
-            continue
-        tasks.append(task)
-        if spec.limit is not None and len(tasks) >= spec.limit:
-            break
-    return LoadResult(tasks=tasks, skipped=bad_rows.skipped)
+    tasks, skipped = convert_rows(
+        spec,
+        rows,
+        read=read_rows,
+        convert=ROW_CONVERTERS[spec.format],
+        row_id=lambda row: row.get("instance_id") or row.get("repository"),
+        id_name="instance_id",
+        row_is_wanted=lambda row: _row_is_wanted(row, spec),
+        item_is_wanted=lambda task: not spec.single_file_patch or len(task.gold_patch_files()) == 1,
+    )
+    return LoadResult(tasks=tasks, skipped=skipped)
