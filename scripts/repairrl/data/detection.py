@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
-from repairrl.data.loaders import DatasetError, DatasetSpec, convert_rows, read_rows
+from repairrl.data.loaders import convert_rows, read_rows
+from repairrl.data.spec import DatasetError, DatasetSpec
 from repairrl.tasks import DetectionSample
 
 DETECTION_FORMATS = ("primevul", "detection-mini")

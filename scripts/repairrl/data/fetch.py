@@ -14,7 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from repairrl.data.loaders import DatasetError, DatasetSpec, load_tasks
+from repairrl.data.loaders import load_tasks
+from repairrl.data.spec import DatasetError, DatasetSpec
 from repairrl.records import write_jsonl
 from repairrl.tasks import DATA_FORMATS, write_tasks
 

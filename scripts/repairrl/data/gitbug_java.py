@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from repairrl.data.spec import DatasetSpec
 from repairrl.tasks import Task
-
-if TYPE_CHECKING:  # loaders imports this module for its ROW_CONVERTERS; only the type is needed here
-    from repairrl.data.loaders import DatasetSpec
 
 # gitbug/bug.py clones every bug from the gitbugactions organisation's fork of its repository (the forks keep
 # the recorded commits reachable); it swaps the owner of the row's clone_url for that organisation.

@@ -33,7 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from repairrl.grading import test_runner
-from repairrl.grading.infrastructure import classify_patch
+from repairrl.grading.infrastructure import classify_patch, patch_paths
 from repairrl.grading.test_runner import CommandRunner
 from repairrl.repos import GIT_ENV, fetch_base_commit, materialize_worktree
 from repairrl.tasks import Task
@@ -114,35 +114,6 @@ class GradingOutcome:
 
 def is_empty_patch(model_patch: str | None) -> bool:
     return model_patch is None or not model_patch.strip()
-
-
-def patch_paths(patch: str) -> list[str]:
-    """Every path a unified diff names (old and new sides, so renames count twice), without a/ b/ prefixes.
-
-    A diff unidiff cannot parse is scanned for header lines instead: a best effort that may also pick up a
-    hunk line that looks like a header, which errs on the safe side for `unsafe_patch_path`.
-    """
-    from unidiff import PatchSet
-    from unidiff.errors import UnidiffParseError
-
-    try:
-        names = [name for patched in PatchSet(patch) for name in (patched.source_file, patched.target_file)]
-    except (UnidiffParseError, ValueError, IndexError):
-        names = []
-        for line in patch.splitlines():
-            if line.startswith("diff --git "):
-                names += line[len("diff --git ") :].split(" ")
-            elif line.startswith(("--- ", "+++ ")):
-                names.append(line[4:].split("\t")[0].strip())
-            elif line.startswith(("rename from ", "rename to ", "copy from ", "copy to ")):
-                names.append(line.split(" ", 2)[2].strip())
-    paths: list[str] = []
-    for name in names:
-        if name[:2] in ("a/", "b/"):
-            name = name[2:]
-        if name and name != "/dev/null" and name not in paths:
-            paths.append(name)
-    return paths
 
 
 def is_unsafe_path(path: str) -> bool:

@@ -192,10 +192,37 @@ def runner_hook_finding(path: str, lines: list[str]) -> str | None:
     return None
 
 
+def patch_paths(patch: str) -> list[str]:
+    """Every path a unified diff names (old and new sides, so renames count twice), without a/ b/ prefixes.
+
+    A diff unidiff cannot parse is scanned for header lines instead: a best effort that may also pick up a
+    hunk line that looks like a header, which errs on the safe side for `unsafe_patch_path`.
+    """
+    from unidiff import PatchSet
+    from unidiff.errors import UnidiffParseError
+
+    try:
+        names = [name for patched in PatchSet(patch) for name in (patched.source_file, patched.target_file)]
+    except (UnidiffParseError, ValueError, IndexError):
+        names = []
+        for line in patch.splitlines():
+            if line.startswith("diff --git "):
+                names += line[len("diff --git ") :].split(" ")
+            elif line.startswith(("--- ", "+++ ")):
+                names.append(line[4:].split("\t")[0].strip())
+            elif line.startswith(("rename from ", "rename to ", "copy from ", "copy to ")):
+                names.append(line.split(" ", 2)[2].strip())
+    paths: list[str] = []
+    for name in names:
+        if name[:2] in ("a/", "b/"):
+            name = name[2:]
+        if name and name != "/dev/null" and name not in paths:
+            paths.append(name)
+    return paths
+
+
 def classify_patch(patch: str | None, task: Task) -> list[InfrastructureEdit]:
     """Every infrastructure path `patch` touches and every finding in its source files, in patch order."""
-    from repairrl.grading.grade import patch_paths
-
     if not patch or not patch.strip():
         return []
     test_patch_paths = frozenset(patch_paths(task.test_patch)) if task.test_patch else frozenset()
