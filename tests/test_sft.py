@@ -7,12 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
+from repairrl.evaluate.predictions import predictions_per_sample, sample_model_name, sample_of_model_name
+from repairrl.grading.run_evaluation import validate_report
 from repairrl.records import validate_record
 from repairrl.sft.dataset import (
     EXPERT_SOURCE,
     ROLLOUT_SOURCE,
     EmptySFTDatasetError,
+    TrajectoryRecordError,
     build_sft_dataset,
+    read_verdicts,
     select_sft_rows,
 )
 from repairrl.sft.expert import (
@@ -124,15 +128,69 @@ def test_filter_computes_similarity_from_the_gold_patch_when_tasks_are_known():
     assert stats["best_reward_per_task"] == {"calc-1": pytest.approx(1.0)}
 
 
-def test_filter_on_resolved_criterion_keeps_only_resolved_episodes():
+def run_summary(model: str, resolved=(), unresolved=(), empty=(), errors=(), grading_errors=()) -> dict:
+    """A harness's run summary (grading_report's run_summary) of the episodes graded under `model`."""
+    submitted = sorted({*resolved, *unresolved, *empty, *errors, *grading_errors})
+    summary = {
+        "model_name_or_path": model, "run_id": "sft", "total_instances": len(submitted),
+        "submitted_instances": len(submitted), "completed_instances": len(resolved) + len(unresolved),
+        "resolved_instances": len(resolved), "unresolved_instances": len(unresolved),
+        "empty_patch_instances": len(empty), "error_instances": len(errors) + len(grading_errors),
+        "completed_ids": sorted({*resolved, *unresolved}), "incomplete_ids": [], "empty_patch_ids": sorted(empty),
+        "submitted_ids": submitted, "resolved_ids": sorted(resolved), "unresolved_ids": sorted(unresolved),
+        "error_ids": sorted({*errors, *grading_errors}), "grading_error_ids": sorted(grading_errors),
+        "schema_version": 2,
+    }
+    validate_report(summary, "run_summary")
+    return summary
+
+
+def test_resolved_criterion_takes_each_samples_verdict_from_the_grading_of_the_rollouts():
+    # Best-of-2: each sample is graded under a model name of its own (the harness keys by instance id).
     trajectories = [
-        episode("a-1", resolved=False, episode_id="a-fail"),
-        episode("a-1", resolved=True, episode_id="a-pass"),
-        episode("b-1", resolved=False, episode_id="b-fail"),
+        episode("a-1", sample=0, episode_id="a-fail"),
+        episode("a-1", sample=1, episode_id="a-pass"),
+        episode("b-1", sample=0, episode_id="b-empty"),
+        episode("b-1", sample=1, episode_id="b-no-apply"),
     ]
-    rows, stats = select_sft_rows(trajectories, threshold=0.8, criterion="resolved")
+    verdicts = read_verdicts([
+        run_summary(sample_model_name("teacher", 0), unresolved=["a-1"], empty=["b-1"]),
+        run_summary(sample_model_name("teacher", 1), resolved=["a-1"], errors=["b-1"]),
+    ])
+    assert verdicts == {("a-1", 0): 0.0, ("a-1", 1): 1.0, ("b-1", 0): 0.0, ("b-1", 1): 0.0}
+    rows, stats = select_sft_rows(trajectories, threshold=0.8, criterion="resolved", verdicts=verdicts)
     assert [row["episode"] for row in rows] == ["a-pass"]
     assert stats["criterion"] == "resolved" and stats["dropped_tasks"] == ["b-1"]
+    assert stats["episodes"] == 4 and stats["ungraded_episodes"] == []
+
+
+def test_an_episode_without_a_verdict_is_counted_as_ungraded_not_scored_zero():
+    trajectories = [episode("a-1", sample=0), episode("a-1", sample=1), episode("b-1", sample=0)]
+    verdicts = read_verdicts([
+        run_summary("teacher.sample0", resolved=["a-1"], grading_errors=["b-1"]),
+        run_summary("teacher.sample1", grading_errors=["a-1"]),
+    ])
+    rows, stats = select_sft_rows(trajectories, threshold=0.8, criterion="resolved", verdicts=verdicts)
+    assert [row["instance_id"] for row in rows] == ["a-1"]
+    assert stats["ungraded_episodes"] == ["a-1#1", "b-1#0"] and stats["episodes"] == 3
+    assert "b-1" not in stats["best_reward_per_task"], "no verdict is not a reward of 0"
+    with pytest.raises(EmptySFTDatasetError, match="no episode had a verdict; 1 episodes had no verdict"):
+        select_sft_rows([episode("b-1", sample=0)], threshold=0.8, criterion="resolved", verdicts=verdicts)
+    with pytest.raises(TrajectoryRecordError, match="needs the grading of the rollouts"):
+        select_sft_rows(trajectories, threshold=0.8, criterion="resolved")
+
+
+def test_per_sample_predictions_name_each_sample_and_the_name_gives_it_back():
+    tasks = [make_task("a-1"), make_task("b-1")]
+    journal = [episode("a-1", sample=s, diff=f"patch {s}") for s in (0, 1)]
+    journal += [episode("b-1", sample=1, diff="first"), episode("b-1", sample=1, diff="rerun")]
+    rows = predictions_per_sample(tasks, journal, "teacher", samples=2)
+    assert [(r["instance_id"], r["model_name_or_path"], r["model_patch"]) for r in rows] == [
+        ("a-1", "teacher.sample0", "patch 0"), ("a-1", "teacher.sample1", "patch 1"),
+        ("b-1", "teacher.sample1", "rerun")]
+    assert [sample_of_model_name(r["model_name_or_path"]) for r in rows] == [0, 1, 1]
+    with pytest.raises(ValueError, match="not a per-sample model name"):
+        sample_of_model_name("teacher")
 
 
 def test_empty_dataset_error_names_the_threshold_and_the_best_reward_seen():

@@ -368,7 +368,8 @@ SMALLEST_EMBEDDED_RUN = {
         "mini_eval_java": {"filters": {"split": "eval", "language": "java", "limit": 1}},
     },
     "agent": {"max_tool_calls": 1, "max_new_tokens": 16, "max_tokens": 2048, "workers": 2},
-    "sft": {"samples": 1, "train": {"max_steps": 1, "save_steps": 1, "max_length": 512}},
+    # Criterion resolved: the SFT rollouts are graded (rule sft_grade) like the evaluations.
+    "sft": {"samples": 1, "criterion": "resolved", "train": {"max_steps": 1, "save_steps": 1, "max_length": 512}},
     # The SFT model is trained (GRPO starts from it) but not evaluated: the evaluation rules run for base and grpo.
     "evaluation": {"models": ["base", "grpo"]},
     "grpo": {

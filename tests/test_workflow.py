@@ -239,6 +239,40 @@ def test_dry_run_trains_from_the_base_model_the_config_names(tmp_path):
         "teacher", "smol", "sft", "grpo"}
 
 
+def test_dry_run_with_criterion_resolved_grades_the_sft_rollouts_before_selecting_them(tmp_path):
+    completed = snakemake("-n", "-p", "--until", "sft_dataset", "--config", f"results_dir={tmp_path}/results",
+                          f"logs_dir={tmp_path}/logs", "sft={criterion: resolved}")
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    counts = job_counts(output)
+    assert counts["sft_grade"] == 1 and counts["sft_dataset"] == 1 and "grade" not in counts, counts
+    grading = f"{tmp_path}/results/embedded/sft/grading"
+    grade = next(line for line in output.splitlines() if "repairrl.evaluate harness" in line and grading in line)
+    # Every sample of every task is a prediction of its own, graded by the evaluation's grading command.
+    assert "--model-name teacher --samples 2 " in grade and f"--predictions {grading}/predictions.jsonl" in grade
+    select = next(line for line in output.splitlines() if "repairrl.sft.dataset" in line)
+    assert f"--criterion resolved --grades {grading}/teacher.sample0.eval.json {grading}/teacher.sample1.eval.json" \
+        in select
+
+
+def test_slurm_profile_sets_partition_and_account_from_the_environment_for_every_rule():
+    """profiles/slurm is the one place: every job gets the account and the CPU or GPU partition of the environment."""
+    env = {"REPAIRRL_SLURM_PARTITION": "main", "REPAIRRL_SLURM_GPU_PARTITION": "gpu", "REPAIRRL_SLURM_ACCOUNT": "lab"}
+    completed = snakemake("-n", "-F", "--profile", "profiles/slurm", env=env)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output[-3000:]
+    jobs = re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", output, re.MULTILINE)
+    partitions = {}
+    for rule, resources in jobs:
+        values = dict(item.split("=", 1) for item in resources.split(", "))
+        assert values["slurm_account"] == "lab", rule
+        partitions[rule] = (values["slurm_partition"], "gpu" in values)
+    assert {rule for rule, (partition, gpu) in partitions.items() if partition != ("gpu" if gpu else "main")} == set()
+    assert {rule for rule, (_, gpu) in partitions.items() if gpu} == {"sft_rollouts", "sft", "grpo", "evaluate_shard"}
+    rules_text = "".join(path.read_text() for path in (REPO_ROOT / "workflow").rglob("*.smk"))
+    assert "slurm_partition" not in rules_text and "slurm_account" not in rules_text, "the profile is the one place"
+
+
 def test_bare_profile_name_works_after_setup(tmp_path):
     env = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
     setup = subprocess.run(["bash", "scripts/setup.sh"], check=False, cwd=REPO_ROOT, env={**os.environ, **env},

@@ -97,18 +97,6 @@ def local_source_path(wildcards, input):
     return f"--path {input.rows}" if "rows" in input.keys() else ""
 
 
-def cluster_partition(kind="cpu"):
-    """Partition from config, else the environment; empty lets sbatch use the cluster's default."""
-    cluster = config.get("cluster", {})
-    if kind == "gpu":
-        return cluster.get("gpu_partition") or os.environ.get("REPAIRRL_SLURM_GPU_PARTITION", "") or cluster_partition()
-    return cluster.get("partition") or os.environ.get("REPAIRRL_SLURM_PARTITION", "")
-
-
-def cluster_account():
-    return config.get("cluster", {}).get("account") or os.environ.get("REPAIRRL_SLURM_ACCOUNT", "")
-
-
 def task_path(*parts):
     return os.path.join(TASK_DIR, *parts)
 

@@ -16,9 +16,6 @@ rule prepare_model:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     conda:
         "../../envs/data.yaml"
-    resources:
-        slurm_partition=cluster_partition(),
-        slurm_account=cluster_account(),
     shell:
         "python -m repairrl.models.prepare --name {wildcards.model} --source {params.source:q} "
         "--out {params.out_dir} {params.revision} > {log} 2>&1"
@@ -32,11 +29,10 @@ rule mini_benchmark:
         repos=directory(f"{MINI_BENCHMARK_DIR}/repos"),
     log:
         f"{LOGS}/mini_benchmark.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/mini_benchmark.tsv"
     conda:
         "../../envs/data.yaml"
-    resources:
-        slurm_partition=cluster_partition(),
-        slurm_account=cluster_account(),
     shell:
         "python -m repairrl.data.mini_benchmark --out {MINI_BENCHMARK_DIR} > {log} 2>&1"
 
@@ -56,9 +52,6 @@ rule fetch:
         path=local_source_path,
     conda:
         "../../envs/data.yaml"
-    resources:
-        slurm_partition=cluster_partition(),
-        slurm_account=cluster_account(),
     shell:
         "python -m repairrl.data.fetch --dataset {wildcards.dataset} --spec {params.spec:q} {params.path} "
         "--out {output.tasks} --skipped {output.skipped} > {log} 2>&1"
@@ -79,9 +72,6 @@ rule cache:
     threads: CACHE["workers"]
     conda:
         "../../envs/data.yaml"
-    resources:
-        slurm_partition=cluster_partition(),
-        slurm_account=cluster_account(),
     shell:
         "python -m repairrl.repos --tasks {input.tasks} --cache-dir {params.cache_dir} --out {output} "
         "--workers {threads} --timeout {params.timeout} > {log} 2>&1"

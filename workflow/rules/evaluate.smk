@@ -10,7 +10,7 @@ def eval_shard_predictions(wildcards):
     )
 
 
-def harness_flags(wildcards):
+def harness_flags():
     evaluation = config["evaluation"]
     flags = {
         "backend": evaluation["backend"],
@@ -47,9 +47,6 @@ rule evaluate_shard:
         agent=lambda wildcards: agent_flags(
             wildcards.model, {"samples": config["evaluation"]["samples"]}
         ),
-    resources:
-        slurm_partition=cluster_partition("gpu"),
-        slurm_account=cluster_account(),
     shell:
         "python -m repairrl.evaluate shard --task {TASK} --tasks {input.tasks} --shard {wildcards.shard} "
         "--num-shards {params.num_shards} --model-name {wildcards.model} --trajectories {params.journal} "
@@ -64,27 +61,26 @@ rule evaluate_predictions:
         f"{TASK_DIR}/eval/{{dataset}}/{{model}}/predictions.jsonl",
     log:
         f"{TASK_LOGS}/evaluate_predictions/{{dataset}}/{{model}}.log",
+    benchmark:
+        f"{TASK_DIR}/benchmarks/evaluate_predictions/{{dataset}}-{{model}}.tsv"
     params:
         journals=lambda wildcards, input: " ".join(
             p.replace("/shards/predictions-", "/journal/trajectories-") for p in input.shards
         ),
-    resources:
-        slurm_partition=cluster_partition(),
-        slurm_account=cluster_account(),
     shell:
         "python -m repairrl.evaluate predictions --task {TASK} --tasks {input.tasks} --trajectories {params.journals} "
         "--model-name {wildcards.model} --out {output} > {log} 2>&1"
 
 
-def grade_command(wildcards, input, output, threads):
-    """Repair tasks run the tests through a harness backend; detection answers are scored against the labels."""
-    out_dir = os.path.dirname(output[0])
-    if is_detection_dataset(wildcards.dataset):
-        return f"python -m repairrl.evaluate detection --tasks {input.tasks} --predictions {input.predictions} " \
+def grade_command(dataset, tasks, predictions, out_dir, threads):
+    """Repair tasks run the tests through a harness backend; detection answers are scored against the labels.
+    The one grading command, of the evaluations (rule grade) and of the SFT rollouts (rule sft_grade)."""
+    if is_detection_dataset(dataset):
+        return f"python -m repairrl.evaluate detection --tasks {tasks} --predictions {predictions} " \
             f"--out {out_dir} --run-id eval"
     return (
-        f"python -m repairrl.evaluate harness --tasks {input.tasks} --predictions {input.predictions} "
-        f"--out {out_dir} --run-id eval --cache-dir {CACHE['dir']} --workers {threads} {harness_flags(wildcards)}"
+        f"python -m repairrl.evaluate harness --tasks {tasks} --predictions {predictions} "
+        f"--out {out_dir} --run-id eval --cache-dir {CACHE['dir']} --workers {threads} {harness_flags()}"
     )
 
 
@@ -100,10 +96,9 @@ rule grade:
     benchmark:
         f"{TASK_DIR}/benchmarks/grade/{{dataset}}-{{model}}.tsv"
     params:
-        command=grade_command,
+        command=lambda wildcards, input, output, threads: grade_command(
+            wildcards.dataset, input.tasks, input.predictions, os.path.dirname(output[0]), threads
+        ),
     threads: config["evaluation"]["workers"]
-    resources:
-        slurm_partition=cluster_partition(),
-        slurm_account=cluster_account(),
     shell:
         "{params.command} > {log} 2>&1"

@@ -63,9 +63,6 @@ rule grpo:
         train=cli_flags(stage("grpo")["train"]),
         tracking=tracking_flags("grpo"),
         cache_dir=CACHE["dir"],
-    resources:
-        slurm_partition=cluster_partition("gpu"),
-        slurm_account=cluster_account(),
     shell:
         # --resume continues the step count and data order of a killed or preempted run; checkpoints of another
         # model, task table or flags (checkpoints.fingerprint.json) are removed and training starts at step 0.

@@ -69,9 +69,6 @@ rule report:
         gpu_profile=gpu_profile,
         curves=training_curves,
         tracking=tracking_flags("report"),
-    resources:
-        slurm_partition=cluster_partition(),
-        slurm_account=cluster_account(),
     shell:
         "python -m repairrl.report --experiment-dir {params.study_dir} --task {TASK} --base-model {BASE_MODEL} "
         "{params.gpu_profile} {params.curves} {params.tracking} --out {output.md} > {log} 2>&1"

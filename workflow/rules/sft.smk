@@ -1,4 +1,5 @@
 # Stage 2-3: SFT data by best-of-N agent rollouts of a teacher, then LoRA SFT on the kept trajectories.
+from repairrl.evaluate.predictions import sample_model_name
 
 
 def tracking_flags(stage_name):
@@ -23,10 +24,26 @@ def sft_rollout_shards(wildcards):
     )
 
 
+def sft_criterion():
+    """Detection keeps the episodes that answered the right label; repair tasks use the configured criterion."""
+    return "correct_label" if TASK == "detection" else stage("sft")["criterion"]
+
+
+def sft_rollout_journals(wildcards, input):
+    return " ".join(p.replace("/predictions-", "/trajectories-") for p in input.rollouts)
+
+
+def sft_grades(grading_dir):
+    """The run summaries of the rollouts' grading: one per sample, each graded as a model of its own."""
+    return [f"{grading_dir}/{sample_model_name('teacher', sample)}.eval.json" for sample in range(stage("sft")["samples"])]
+
+
 def sft_dataset_inputs(wildcards):
     inputs = {"tasks": task_path("data", stage_dataset("sft"), "tasks.jsonl"), "rollouts": sft_rollout_shards(wildcards)}
     if stage("sft")["expert_demos"]:
         inputs["demos"] = task_path("sft", "expert_demos.jsonl")
+    if sft_criterion() == "resolved":
+        inputs["grading"] = task_path("sft", "grading")
     return inputs
 
 
@@ -51,9 +68,6 @@ rule sft_rollouts:
         num_shards=stage("sft")["shards"],
         serve=lambda wildcards: serve_flags(sft_teacher()),
         agent=lambda wildcards: agent_flags(sft_teacher(), {"samples": stage("sft")["samples"]}),
-    resources:
-        slurm_partition=cluster_partition("gpu"),
-        slurm_account=cluster_account(),
     shell:
         "python -m repairrl.evaluate shard --task {TASK} --tasks {input.tasks} --shard {wildcards.shard} "
         "--num-shards {params.num_shards} --model-name teacher --trajectories {params.journal} --out {output} "
@@ -68,14 +82,40 @@ rule sft_expert_demos:
         f"{TASK_DIR}/sft/expert_demos.jsonl",
     log:
         f"{TASK_LOGS}/sft_expert_demos.log",
+    benchmark:
+        f"{TASK_DIR}/benchmarks/sft_expert_demos/sft_expert_demos.tsv"
     params:
         cache_dir=CACHE["dir"],
-    resources:
-        slurm_partition=cluster_partition(),
-        slurm_account=cluster_account(),
     shell:
         "python -m repairrl.sft.expert --task {TASK} --tasks {input.tasks} --cache-dir {params.cache_dir} "
         "--out {output} > {log} 2>&1"
+
+
+rule sft_grade:
+    # Criterion resolved: the rollouts' patches graded by the evaluation's grading command (grade_command), one
+    # prediction per (task, sample). The folder is the output, so Snakemake clears it before a regrade and no
+    # verdict of earlier rollouts survives.
+    input:
+        tasks=lambda wildcards: task_path("data", stage_dataset("sft"), "tasks.jsonl"),
+        cache=lambda wildcards: dataset_cache(stage_dataset("sft")),
+        rollouts=sft_rollout_shards,
+    output:
+        directory(f"{TASK_DIR}/sft/grading"),
+    log:
+        f"{TASK_LOGS}/sft_grade.log",
+    benchmark:
+        f"{TASK_DIR}/benchmarks/sft_grade/sft_grade.tsv"
+    params:
+        journals=sft_rollout_journals,
+        samples=stage("sft")["samples"],
+        predictions=lambda wildcards, output: f"{output[0]}/predictions.jsonl",
+        command=lambda wildcards, input, output, threads: grade_command(
+            stage_dataset("sft"), input.tasks, f"{output[0]}/predictions.jsonl", output[0], threads
+        ),
+    threads: config["evaluation"]["workers"]
+    shell:
+        "(python -m repairrl.evaluate predictions --task {TASK} --tasks {input.tasks} --trajectories {params.journals} "
+        "--model-name teacher --samples {params.samples} --out {params.predictions} && {params.command}) > {log} 2>&1"
 
 
 rule sft_dataset:
@@ -89,21 +129,16 @@ rule sft_dataset:
     benchmark:
         f"{TASK_DIR}/benchmarks/sft_dataset/sft_dataset.tsv"
     params:
-        journals=lambda wildcards, input: " ".join(
-            p.replace("/predictions-", "/trajectories-") for p in input.rollouts
-        ),
+        journals=sft_rollout_journals,
         demos=lambda wildcards, input: f"--expert-demos {input.demos}" if "demos" in input.keys() else "",
         threshold=stage("sft")["threshold"],
-        # Detection keeps the episodes that answered the right label; repair tasks use the configured criterion.
-        criterion="correct_label" if TASK == "detection" else stage("sft")["criterion"],
-        # The sandbox the rollouts ran and were graded in: `resolved` is refused where it could not run the tests.
-        grader=config["agent"]["sandbox"],
-    resources:
-        slurm_partition=cluster_partition(),
-        slurm_account=cluster_account(),
+        criterion=sft_criterion(),
+        grades=lambda wildcards, input: (
+            "--grades " + " ".join(sft_grades(input.grading)) if "grading" in input.keys() else ""
+        ),
     shell:
         "python -m repairrl.sft.dataset --task {TASK} --trajectories {params.journals} --tasks {input.tasks} "
-        "--threshold {params.threshold} --criterion {params.criterion} --grader {params.grader} {params.demos} "
+        "--threshold {params.threshold} --criterion {params.criterion} {params.grades} {params.demos} "
         "--out {output.data} --stats {output.stats} > {log} 2>&1"
 
 
@@ -128,9 +163,6 @@ rule sft:
         launcher=stage("sft")["launcher"],
         train=cli_flags(stage("sft")["train"]),
         tracking=tracking_flags("sft"),
-    resources:
-        slurm_partition=cluster_partition("gpu"),
-        slurm_account=cluster_account(),
     shell:
         # --resume continues a killed or preempted run from its last checkpoint; checkpoints of another model,
         # dataset or flags (checkpoints.fingerprint.json) are removed and training starts at step 0.

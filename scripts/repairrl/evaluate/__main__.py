@@ -8,8 +8,9 @@
         predictions
 
     python -m repairrl.evaluate predictions --tasks T --trajectories a.jsonl [b.jsonl ...] --model-name M \
-        --out predictions.jsonl
-        predictions from trajectories already on disk (merging the shards)
+        --out predictions.jsonl [--samples N]
+        predictions from trajectories already on disk (merging the shards); with --samples, one per
+        (task, sample), sample k under the model name M.sample<k> (best-of-N rollouts, graded per sample)
 
     python -m repairrl.evaluate detection --tasks T --predictions P --out DIR --run-id R
         score detection answers against the labels: DIR/<model>.<run>.json with accuracy, per-class
@@ -143,9 +144,11 @@ def cmd_shard(args: argparse.Namespace) -> int:
 def cmd_predictions(args: argparse.Namespace) -> int:
     tasks = read_task_table(args.tasks, args.task)
     trajectories = [record for path in args.trajectories for record in read_journal(path)]
-    written = predictions.write_predictions(
-        args.out, predictions.predictions_for(tasks, trajectories, args.model_name)
-    )
+    if args.samples is None:
+        rows = predictions.predictions_for(tasks, trajectories, args.model_name)
+    else:
+        rows = predictions.predictions_per_sample(tasks, trajectories, args.model_name, args.samples)
+    written = predictions.write_predictions(args.out, rows)
     print(f"{written} predictions for {len(tasks)} tasks -> {args.out}")
     return 0
 
@@ -254,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     preds.add_argument("--trajectories", required=True, nargs="+", type=Path)
     preds.add_argument("--model-name", required=True)
     preds.add_argument("--task", choices=TASK_KINDS, default="repo_repair")
+    preds.add_argument("--samples", type=int, help="one prediction per (task, sample) for samples 0..N-1, "
+                       "sample k as model MODEL_NAME.sample<k>; default: one per task, its latest episode")
     preds.add_argument("--out", required=True, type=Path)
     preds.set_defaults(func=cmd_predictions)
 

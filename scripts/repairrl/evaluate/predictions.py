@@ -81,6 +81,36 @@ def predictions_for(tasks: Iterable[Task], trajectories: Iterable[Mapping], mode
     ]
 
 
+SAMPLE_SUFFIX = ".sample"
+
+
+def sample_model_name(model_name: str, sample: int) -> str:
+    """The model name a sample's predictions are graded under. Harnesses key predictions by instance id within
+    one model name (swebench: one run per model), so the best-of-N samples of a task are graded as N models."""
+    return f"{model_name}{SAMPLE_SUFFIX}{sample}"
+
+
+def sample_of_model_name(model_name: str) -> int:
+    """The sample of a name made by `sample_model_name`."""
+    _, separator, sample = model_name.rpartition(SAMPLE_SUFFIX)
+    if not separator or not sample.isdigit():
+        raise ValueError(f"{model_name!r} is not a per-sample model name (<model>{SAMPLE_SUFFIX}<k>)")
+    return int(sample)
+
+
+def predictions_per_sample(tasks: Iterable[Task], trajectories: Iterable[Mapping], model_name: str,
+                           samples: int) -> list[dict]:
+    """One prediction per (task, sample 0..samples-1) that has a trajectory, each under `sample_model_name`;
+    a later trajectory of a pair wins."""
+    latest = {(record["instance_id"], record["sample"]): record for record in trajectories if "instance_id" in record}
+    return [
+        prediction_from_trajectory(latest[task.instance_id, sample], sample_model_name(model_name, sample))
+        for sample in range(samples)
+        for task in tasks
+        if (task.instance_id, sample) in latest
+    ]
+
+
 def write_predictions(path: str | os.PathLike, predictions: Iterable[dict]) -> int:
     rows = [{k: p[k] for k in (*PREDICTION_KEYS, *OPTIONAL_PREDICTION_KEYS) if k in p} for p in predictions]
     for row in rows:

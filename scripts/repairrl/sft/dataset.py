@@ -2,12 +2,16 @@
 
     python -m repairrl.sft.dataset --trajectories rollouts.jsonl [more.jsonl ...] --tasks tasks.jsonl \
         --threshold 0.8 --criterion similarity --out results/.../sft/data --stats results/.../sft/stats.json \
-        [--expert-demos demos.jsonl]
+        [--expert-demos demos.jsonl] [--grades teacher.sample0.eval.json ...]
 
 Criteria: `similarity` (the reference: diff similarity of the episode's final patch to the gold patch, computed
-here when `--tasks` is given, else read from the record), `resolved` (the tests pass; read from the record,
-1.0 or 0.0) and, for the detection task, `correct_label` (the answer's label is the sample's; computed here). An episode passes when its reward is at least the threshold. Per task the best passing episode is
-kept; ties go to the shorter episode (fewer messages), then to the one read first.
+here when `--tasks` is given, else read from the record), `resolved` (the tests pass: 1.0 or 0.0, the verdict of
+the harness that graded the rollouts, `--grades`: the run summaries of `python -m repairrl.evaluate harness` on
+the predictions of `python -m repairrl.evaluate predictions --samples N`, one per sample) and, for the detection
+task, `correct_label` (the answer's label is the sample's; computed here). An episode passes when its reward is
+at least the threshold. Per task the best passing episode is kept; ties go to the shorter episode (fewer
+messages), then to the one read first. An episode the grader gave no verdict (it crashed, or never graded it) is
+counted in the statistics as ungraded and left out, never scored 0.
 
 A task with no passing rollout takes its expert demonstration (`repairrl.sft.expert`) when one is given: rows are
 labelled `source: rollout` or `source: expert_demo`, in the data and in the statistics.
@@ -28,6 +32,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from repairrl.evaluate.predictions import sample_of_model_name
 from repairrl.records import atomic_write, read_jsonl, validate_record
 from repairrl.trajectories import episode_patch
 
@@ -45,6 +50,33 @@ class TrajectoryRecordError(ValueError):
     """A trajectory record lacks what the SFT data needs (instance id, messages, a reward)."""
 
 
+# --- reading the grading of the rollouts (criterion resolved) ---
+
+# (instance id, sample) -> 1.0 resolved, 0.0 not resolved, None no verdict
+Verdicts = Mapping[tuple[str, int], float | None]
+
+
+def read_verdicts(summaries: Iterable[Mapping]) -> dict[tuple[str, int], float | None]:
+    """Each graded episode's verdict from the harness's run summaries (the grading_report run_summary), one
+    summary per sample, named by `repairrl.evaluate.predictions.sample_model_name`.
+
+    An empty patch, a patch that does not apply or a test timeout is the model's failure (0.0); a grading error
+    (the grader crashed, the test patch did not apply, not graded) is no verdict (None).
+    """
+    verdicts: dict[tuple[str, int], float | None] = {}
+    for summary in summaries:
+        sample = sample_of_model_name(summary["model_name_or_path"])
+        no_verdict = set(summary.get("grading_error_ids", [])) | set(summary.get("infra_failure_ids", []))
+        resolved = set(summary["resolved_ids"])
+        failed = set(summary["unresolved_ids"]) | set(summary["empty_patch_ids"]) | set(summary["error_ids"])
+        for instance_id in summary["submitted_ids"]:
+            if instance_id in no_verdict or instance_id not in resolved | failed:
+                verdicts[instance_id, sample] = None
+            else:
+                verdicts[instance_id, sample] = 1.0 if instance_id in resolved else 0.0
+    return verdicts
+
+
 # --- reading trajectory records (plain dicts: the agent's trajectory schema is read here and nowhere else) ---
 
 
@@ -56,12 +88,17 @@ def _recorded_score(record: Mapping, name: str) -> float | None:
     return None
 
 
-def episode_reward(record: Mapping, criterion: str, gold_patch: str | None = None, item=None) -> float:
-    """The episode's reward under `criterion`, in [0, 1].
+def episode_reward(record: Mapping, criterion: str, gold_patch: str | None = None, item=None,
+                   verdicts: Verdicts | None = None) -> float | None:
+    """The episode's reward under `criterion`, in [0, 1]; None for an episode the grader gave no verdict.
 
     `similarity` is computed from the final patch when the gold patch is known (so every episode is scored the
-    same way), else read from the record; `resolved` needs a test outcome, so it is always read from the record.
+    same way), else read from the record; `resolved` is the verdict of the grading of the rollouts.
     """
+    if criterion == "resolved":
+        if verdicts is None:
+            raise TrajectoryRecordError("criterion resolved needs the grading of the rollouts (--grades)")
+        return verdicts.get((record.get("instance_id"), record.get("sample", 0)))
     if criterion == "correct_label":
         if item is None:
             raise TrajectoryRecordError(f"criterion correct_label needs the samples (--tasks) for "
@@ -77,11 +114,9 @@ def episode_reward(record: Mapping, criterion: str, gold_patch: str | None = Non
         return diff_similarity(episode_patch(record), gold_patch)
     score = _recorded_score(record, criterion)
     if score is None:
-        hint = (
-            "pass --tasks so it can be computed" if criterion == "similarity" else "grade the rollouts first"
-        )
         raise TrajectoryRecordError(
-            f"trajectory of {record.get('instance_id', '?')!r} carries no {criterion!r} reward; {hint}"
+            f"trajectory of {record.get('instance_id', '?')!r} carries no {criterion!r} reward; pass --tasks so it "
+            "can be computed"
         )
     return score
 
@@ -155,8 +190,10 @@ def select_sft_rows(
     repos: Mapping[str, str] | None = None,
     expert_demos: list[dict] | None = None,
     items: Mapping[str, object] | None = None,
+    verdicts: Verdicts | None = None,
 ) -> tuple[list[dict], dict]:
-    """(rows, stats): the SFT rows, one per task, and the statistics written beside them.
+    """(rows, stats): the SFT rows, one per task, and the statistics written beside them. `verdicts` are the
+    graded episodes' outcomes (criterion resolved, `read_verdicts`).
 
     Raises EmptySFTDatasetError when no row is left, naming the threshold and the best reward seen.
     """
@@ -164,17 +201,19 @@ def select_sft_rows(
         raise ValueError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
     gold_patches = gold_patches or {}
     repos = dict(repos or {})
-    scored = []
+    scored, ungraded = [], []
     for index, record in enumerate(trajectories):
         where = f"trajectory {index} ({record.get('instance_id', '?')})"
         if not record.get("instance_id"):
             raise TrajectoryRecordError(f"{where}: no 'instance_id'")
         repos.setdefault(record["instance_id"], record.get("repo") or "unknown")
         normalized = {**record, "messages": chat_messages(record, where), "_index": index}
-        scored.append(
-            (episode_reward(record, criterion, gold_patches.get(record["instance_id"]),
-                            (items or {}).get(record["instance_id"])), normalized)
-        )
+        reward = episode_reward(record, criterion, gold_patches.get(record["instance_id"]),
+                                (items or {}).get(record["instance_id"]), verdicts)
+        if reward is None:  # no verdict: an error of the grading, not a failed episode
+            ungraded.append(f"{record['instance_id']}#{record.get('sample', 0)}")
+            continue
+        scored.append((reward, normalized))
     best, best_seen = best_episodes(scored, threshold)
 
     rows = []
@@ -196,10 +235,12 @@ def select_sft_rows(
     best_reward = max(best_seen.values(), default=None)
     if not rows:
         if best_reward is None:
-            seen = "no trajectories were given"
+            seen = "no episode had a verdict" if ungraded else "no trajectories were given"
         else:
             top = max(best_seen, key=best_seen.get)
             seen = f"the best {criterion} reward seen was {best_reward:.3f} ({top}, {len(scored)} episodes)"
+        if ungraded:
+            seen += f"; {len(ungraded)} episodes had no verdict from the grader (its log says why)"
         raise EmptySFTDatasetError(
             f"the SFT dataset is empty: no episode reached --threshold {threshold} on criterion {criterion!r}; "
             f"{seen}. Lower --threshold (to at most the best reward seen), or add --expert-demos "
@@ -213,7 +254,8 @@ def select_sft_rows(
     stats = {
         "criterion": criterion,
         "threshold": threshold,
-        "episodes": len(scored),
+        "episodes": len(scored) + len(ungraded),
+        "ungraded_episodes": sorted(ungraded),
         "tasks_seen": len(best_seen),
         "tasks_passing": len(best),
         "kept": len(rows),
@@ -270,16 +312,13 @@ def build_sft_dataset(
     tasks_path: Path | None = None,
     expert_demos_path: Path | None = None,
     task_kind: str = "repo_repair",
-    grader: str = "bwrap",
+    grades_paths: list[Path] | None = None,
 ) -> dict:
     gold_patches, repos, items = {}, {}, {}
     if tasks_path is not None:
-        from repairrl.grading.rewards import check_rewards_computable
         from repairrl.tasks import read_task_table
 
         tasks = read_task_table(tasks_path, task_kind)
-        if criterion == "resolved":  # the rollouts' recorded `resolved` is 0 wherever the grader could not run
-            check_rewards_computable({"resolved": 1.0}, task_kind, tasks, grader)
         for task in tasks:
             items[task.instance_id] = task
             repos[task.instance_id] = task.repo
@@ -287,7 +326,15 @@ def build_sft_dataset(
                 gold_patches[task.instance_id] = task.gold_patch
     trajectories = [record for path in trajectory_paths for record in read_jsonl(path)]
     demos = read_jsonl(expert_demos_path) if expert_demos_path else None
-    rows, stats = select_sft_rows(trajectories, threshold, criterion, gold_patches, repos, demos, items)
+    verdicts = None
+    if grades_paths:
+        from repairrl.grading.run_evaluation import validate_report
+
+        summaries = [json.loads(Path(path).read_text()) for path in grades_paths]
+        for summary in summaries:
+            validate_report(summary, "run_summary")
+        verdicts = read_verdicts(summaries)
+    rows, stats = select_sft_rows(trajectories, threshold, criterion, gold_patches, repos, demos, items, verdicts)
     for row in rows:
         validate_record(row, "sft_example", f"SFT row {row['instance_id']}")
     validate_record(stats, "sft_stats", str(stats_path))
@@ -298,8 +345,6 @@ def build_sft_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from repairrl.grading.rewards import RewardNotComputableError
-
     parser = argparse.ArgumentParser(
         description="Build the SFT chat dataset from agent rollouts: the best passing episode per task."
     )
@@ -315,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--expert-demos", type=Path, help="scripted demos (repairrl.sft.expert) for tasks left out"
     )
-    parser.add_argument("--grader", required=True, help="sandbox the rollouts were graded in (criterion "
-                        "resolved: checks the grader could run the tasks' tests)")
+    parser.add_argument("--grades", nargs="+", type=Path, help="criterion resolved: the run summaries of the "
+                        "rollouts' grading (python -m repairrl.evaluate harness), one per sample")
     parser.add_argument("--out", required=True, type=Path, help="dataset directory (save_to_disk)")
     parser.add_argument("--stats", required=True, type=Path, help="statistics JSON to write")
     args = parser.parse_args(argv)
@@ -330,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
             args.tasks,
             args.expert_demos,
             args.task,
-            args.grader,
+            args.grades,
         )
-    except (EmptySFTDatasetError, RewardNotComputableError) as error:
+    except (EmptySFTDatasetError, TrajectoryRecordError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     summary = {key: stats[key] for key in ("episodes", "kept", "kept_by_source", "best_reward_seen")}
