@@ -1,6 +1,9 @@
 # Stage 2-3: SFT data by best-of-N agent rollouts of a teacher, then LoRA SFT on the kept trajectories.
 from repairrl.evaluate.predictions import sample_model_name
 
+# The model name of the rollouts' predictions and of their grading, whichever model the teacher is.
+ROLLOUT_MODEL = "teacher"
+
 
 def tracking_flags(stage_name):
     """wandb for sft, grpo and the report: one group per study, offline runs under results/<exp>/wandb."""
@@ -35,7 +38,7 @@ def sft_rollout_journals(wildcards, input):
 
 def sft_grades(grading_dir):
     """The run summaries of the rollouts' grading: one per sample, each graded as a model of its own."""
-    return [f"{grading_dir}/{sample_model_name('teacher', sample)}.eval.json" for sample in range(stage("sft")["samples"])]
+    return [f"{grading_dir}/{sample_model_name(ROLLOUT_MODEL, sample)}.eval.json" for sample in range(stage("sft")["samples"])]
 
 
 def sft_dataset_inputs(wildcards):
@@ -70,7 +73,7 @@ rule sft_rollouts:
         agent=lambda wildcards: agent_flags(sft_teacher(), {"samples": stage("sft")["samples"]}),
     shell:
         "python -m repairrl.evaluate shard --task {TASK} --tasks {input.tasks} --shard {wildcards.shard} "
-        "--num-shards {params.num_shards} --model-name teacher --trajectories {params.journal} --out {output} "
+        "--num-shards {params.num_shards} --model-name {ROLLOUT_MODEL} --trajectories {params.journal} --out {output} "
         "{params.serve} --agent-log {log.agent} -- {params.agent} > {log.main} 2>&1"
 
 
@@ -115,7 +118,7 @@ rule sft_grade:
     threads: config["evaluation"]["workers"]
     shell:
         "(python -m repairrl.evaluate predictions --task {TASK} --tasks {input.tasks} --trajectories {params.journals} "
-        "--model-name teacher --samples {params.samples} --out {params.predictions} && {params.command}) > {log} 2>&1"
+        "--model-name {ROLLOUT_MODEL} --samples {params.samples} --out {params.predictions} && {params.command}) > {log} 2>&1"
 
 
 rule sft_dataset:
