@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from repairrl.grading import grade
-from repairrl.grading.grade import GradingOutcome
+from repairrl.grading import outcome
 from repairrl.grading.infrastructure import classify_patch
+from repairrl.grading.outcome import GradingOutcome
 from repairrl.tasks import Task
 
 CONTAINER_WORKDIR = "/testbed"  # swebench's CONTAINER_WORKDIR
@@ -33,6 +33,8 @@ CONTAINER_MOUNT = "/repairrl"  # where the patch and the scripts are bound, read
 DEFAULT_MEMORY_MB = 8192
 # Test suites start many processes (xdist, subprocess tests): a bound, not a squeeze.
 DEFAULT_MAX_PROCESSES = 4096
+
+
 def swebench_row(task: Task) -> dict:
     """The task as a swebench dataset row (what `make_test_spec` and `run_evaluation -d` read)."""
     from swebench.harness.constants import FAIL_ONLY_REPOS
@@ -84,7 +86,7 @@ def container_script(base_commit: str = "", reset_paths: tuple[str, ...] | list[
     attempts = "\n".join(
         f"if [ $applied = 0 ]; then git checkout -- . ; git clean -fdq; "
         f"if {' '.join(command)} {CONTAINER_MOUNT}/patch.diff; then applied=1; fi; fi"
-        for command in grade.APPLY_COMMANDS
+        for command in outcome.APPLY_COMMANDS
     )
     resets = []
     for path in reset_paths:
@@ -102,8 +104,8 @@ git config --global --add safe.directory {CONTAINER_WORKDIR} 2>/dev/null
 applied=0
 {attempts}
 if [ $applied = 0 ] && git apply --check --reverse {CONTAINER_MOUNT}/patch.diff; then applied=1; fi
-if [ $applied = 0 ]; then echo "{grade.APPLY_PATCH_FAIL}"; exit 97; fi
-echo "{grade.APPLY_PATCH_PASS}"
+if [ $applied = 0 ]; then echo "{outcome.APPLY_PATCH_FAIL}"; exit 97; fi
+echo "{outcome.APPLY_PATCH_PASS}"
 {reset_block}
 /bin/bash {CONTAINER_MOUNT}/eval.sh
 """
@@ -180,11 +182,11 @@ def grade_log(
     common = {"instance_id": task.instance_id, "model_name_or_path": model_name,
               "duration_s": round(duration_s, 3), "log": text, **extra}  # fmt: skip
     if timed_out:
-        return GradingOutcome(status=grade.TIMEOUT, resolved=False, patch_applied=True, reason="tests timed out",
-                              report=grade.unrun_report(task, model_patch), **common)  # fmt: skip
-    if grade.APPLY_PATCH_FAIL in text:
-        return GradingOutcome(status=grade.PATCH_APPLY_FAILED, resolved=False, patch_applied=False,
-                              reason="the model patch does not apply", report=grade.unrun_report(task, model_patch),
+        return GradingOutcome(status=outcome.TIMEOUT, resolved=False, patch_applied=True, reason="tests timed out",
+                              report=outcome.unrun_report(task, model_patch), **common)  # fmt: skip
+    if outcome.APPLY_PATCH_FAIL in text:
+        return GradingOutcome(status=outcome.PATCH_APPLY_FAILED, resolved=False, patch_applied=False,
+                              reason="the model patch does not apply", report=outcome.unrun_report(task, model_patch),
                               **common)  # fmt: skip
     prediction = {
         "instance_id": task.instance_id,
@@ -193,7 +195,7 @@ def grade_log(
     }
     report = get_eval_report(test_spec(task), prediction, str(log_path), include_tests_status=True)
     resolved = bool(report[task.instance_id]["resolved"])
-    return GradingOutcome(status=grade.RESOLVED if resolved else grade.UNRESOLVED, resolved=resolved,
+    return GradingOutcome(status=outcome.RESOLVED if resolved else outcome.UNRESOLVED, resolved=resolved,
                           patch_applied=True, reason=None, report=report, **common)  # fmt: skip
 
 
@@ -202,7 +204,7 @@ def grade_in_image(
     model_patch: str | None,
     *,
     model_name: str = "model",
-    timeout_s: float = grade.DEFAULT_TEST_TIMEOUT_S,
+    timeout_s: float = outcome.DEFAULT_TEST_TIMEOUT_S,
     command_for=None,
     work_root: str | os.PathLike | None = None,
 ) -> GradingOutcome:
@@ -212,29 +214,29 @@ def grade_in_image(
     timeout the container named NAME is removed, which kills every process of the run.
     """
     started = time.monotonic()
-    grade.import_swebench()
+    outcome.import_swebench()
 
     def unrun(status: str, reason: str, **extra: Any) -> GradingOutcome:
         return GradingOutcome(
             instance_id=task.instance_id, model_name_or_path=model_name, status=status, resolved=False,
             patch_applied=extra.pop("patch_applied", False), reason=reason,
-            report=grade.unrun_report(task, model_patch),
+            report=outcome.unrun_report(task, model_patch),
             duration_s=round(time.monotonic() - started, 3), log=reason + "\n", **extra,
         )  # fmt: skip
 
-    if grade.is_empty_patch(model_patch):
-        return unrun(grade.EMPTY_PATCH, "empty patch")
-    unsafe_path = grade.unsafe_patch_path(model_patch)
+    if outcome.is_empty_patch(model_patch):
+        return unrun(outcome.EMPTY_PATCH, "empty patch")
+    unsafe_path = outcome.unsafe_patch_path(model_patch)
     if unsafe_path is not None:
-        return unrun(grade.PATCH_APPLY_FAILED, f"unsafe path {unsafe_path}")
+        return unrun(outcome.PATCH_APPLY_FAILED, f"unsafe path {unsafe_path}")
     if not gradable_in_image(task):
-        return unrun(grade.ERROR, "the task has no eval script or log parser to grade it in its image")
+        return unrun(outcome.ERROR, "the task has no eval script or log parser to grade it in its image")
     edits = classify_patch(model_patch, task)
     infra_edits = [str(edit) for edit in edits]
     findings = [edit for edit in edits if not edit.restorable]
     if findings:
         reason = "the patch reaches into the test runner from source code: " + "; ".join(map(str, findings))
-        return unrun(grade.UNRESOLVED, reason, test_infra_edits=infra_edits)
+        return unrun(outcome.UNRESOLVED, reason, test_infra_edits=infra_edits)
     reset_paths = [edit.path for edit in edits if edit.restorable]
     image = task.image or instance_image(task.instance_id)
     name = f"repairrl-grade-{os.getpid()}-{os.urandom(4).hex()}"
@@ -260,6 +262,6 @@ def grade_in_image(
         return grade_log(task, model_patch, model_name, log_path, timed_out, time.monotonic() - started,
                          test_infra_edits=infra_edits)  # fmt: skip
     except Exception as error:  # noqa: BLE001 - one task's crash is that task's recorded outcome
-        return unrun(grade.ERROR, f"{type(error).__name__}: {error}", test_infra_edits=infra_edits)
+        return unrun(outcome.ERROR, f"{type(error).__name__}: {error}", test_infra_edits=infra_edits)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
