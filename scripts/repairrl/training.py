@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import TrainerCallback
 
+from repairrl import fingerprint
+from repairrl.models.export import export_merged_model
 from repairrl.records import atomic_write
 
 METRICS = "metrics.csv"
+TRAIN_SUMMARY = "train_summary.json"
 TRACKING_MODES = ("offline", "online", "disabled")
 
 
@@ -151,6 +155,35 @@ def finish_tracking(config) -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+def resume_point(
+    out_dir: Path, checkpoint_dir: str | Path, stage_fingerprint: Mapping, *, stage: str, resume: bool
+) -> str | None:
+    """The checkpoint a stage continues from: the last under `checkpoint_dir` when `resume`, if the state there
+    was trained from the same inputs (repairrl.fingerprint.claim_state_once clears it otherwise), else None.
+
+    Starting from step 0 also drops OUT/metrics.csv, whose rows belong to the state that is gone.
+    """
+    fingerprint.claim_state_once(checkpoint_dir, stage_fingerprint, what=stage, resume=resume)
+    checkpoint = last_checkpoint(checkpoint_dir) if resume else None
+    if resume and checkpoint is None:
+        print(f"--resume: no checkpoint under {checkpoint_dir} yet, starting from step 0", file=sys.stderr)
+    if checkpoint is None:
+        (out_dir / METRICS).unlink(missing_ok=True)
+    return checkpoint
+
+
+def finish_training(
+    trainer, tokenizer, chat_template: str | None, out_dir: Path, base_model: str | Path, summary: dict, config
+) -> None:
+    """A stage's outputs once it has trained: the merged model (repairrl.models.export) and train_summary.json,
+    written by the main process; then the stage's wandb run closed."""
+    if trainer.accelerator.is_main_process:
+        export_merged_model(trainer, tokenizer, chat_template, out_dir, base_model)
+        with atomic_write(out_dir / TRAIN_SUMMARY) as handle:
+            json.dump(summary, handle, indent=2)
+    finish_tracking(config)
 
 
 def last_checkpoint(checkpoint_dir: str | Path) -> str | None:

@@ -53,9 +53,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from repairrl import fingerprint
 from repairrl.grpo.rollout import AgentRollout, RolloutConfig, component_reward_funcs
-from repairrl.models.export import export_merged_model
 from repairrl.models.loading import load_for_training
-from repairrl.records import atomic_write
 from repairrl.sandbox.base import SandboxLimits
 from repairrl.training import (
     METRICS,
@@ -63,8 +61,8 @@ from repairrl.training import (
     MetricsCSVCallback,
     TrackingArguments,
     checkpoint_step,
-    finish_tracking,
-    last_checkpoint,
+    finish_training,
+    resume_point,
     start_tracking,
 )
 
@@ -427,13 +425,11 @@ def train_grpo(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
     tasks = read_task_table(args.tasks, args.task)
     # Before the model loads: a reward the grader cannot compute would train on zeros.
     check_rewards_computable(parse_rewards(args.rewards), args.task, tasks, args.sandbox)
-    fingerprint.claim_state_once(config.output_dir, grpo_fingerprint(args, config), what="grpo", resume=args.resume)
-    resume_from = last_checkpoint(Path(config.output_dir)) if args.resume else None
-    if args.resume and resume_from is None:
-        print(f"--resume: no checkpoint under {config.output_dir} yet, starting from step 0", file=sys.stderr)
+    resume_from = resume_point(
+        out_dir, config.output_dir, grpo_fingerprint(args, config), stage="grpo", resume=args.resume
+    )
     if not resume_from:
         (out_dir / EPISODES).unlink(missing_ok=True)
-        (out_dir / METRICS).unlink(missing_ok=True)
     else:
         truncate_journal(out_dir / EPISODES, checkpoint_step(resume_from))
     model, tokenizer = load_for_training(args.model, bool(config.bf16), lora)
@@ -450,11 +446,7 @@ def train_grpo(args: GRPOScriptArguments, config: RepairGRPOConfig) -> dict:
         "rewards": rollout_config.rewards, "task": args.task,
     }
     trainer.save_model(str(out_dir / FINAL))  # on every rank: the Trainer writes once, and gathers where sharded
-    if trainer.accelerator.is_main_process:
-        export_merged_model(trainer, tokenizer, tokenizer.chat_template, out_dir, args.model)
-        with atomic_write(out_dir / "train_summary.json") as handle:
-            json.dump(summary, handle, indent=2)
-    finish_tracking(config)
+    finish_training(trainer, tokenizer, tokenizer.chat_template, out_dir, args.model, summary, config)
     return summary
 
 

@@ -35,16 +35,14 @@ from pathlib import Path
 from trl import SFTConfig
 
 from repairrl import fingerprint
-from repairrl.models.export import export_merged_model
 from repairrl.models.loading import load_for_training
-from repairrl.records import atomic_write
 from repairrl.training import (
     METRICS,
     TRACKING_FIELDS,
     MetricsCSVCallback,
     TrackingArguments,
-    finish_tracking,
-    last_checkpoint,
+    finish_training,
+    resume_point,
     start_tracking,
 )
 
@@ -238,16 +236,13 @@ def sft_fingerprint(args: SFTScriptArguments, config: RepairSFTConfig) -> dict:
 def train_sft(args: SFTScriptArguments, config: SFTConfig) -> dict:
     out_dir = Path(args.out)
     lora = args.lora and not args.full
-    fingerprint.claim_state_once(config.output_dir, sft_fingerprint(args, config), what="sft", resume=args.resume)
+    resume_from = resume_point(
+        out_dir, config.output_dir, sft_fingerprint(args, config), stage="sft", resume=args.resume
+    )
     model, tokenizer = load_for_training(args.model, bool(config.bf16), lora)
     original_template = tokenizer.chat_template
     dataset = load_sft_dataset(args.dataset)
     peft_config = lora_config(args) if lora else None
-    resume_from = last_checkpoint(Path(config.output_dir)) if args.resume else None
-    if args.resume and resume_from is None:
-        print(f"--resume: no checkpoint under {config.output_dir} yet, starting from step 0", file=sys.stderr)
-    if not resume_from:
-        (out_dir / METRICS).unlink(missing_ok=True)
     trainer = build_trainer(model, tokenizer, dataset, config, peft_config, args.training_chat_template,
                             metrics_path=out_dir / METRICS, resume_from=resume_from)
     started = time.monotonic()
@@ -264,11 +259,7 @@ def train_sft(args: SFTScriptArguments, config: SFTConfig) -> dict:
         "examples": len(dataset),
         "max_length": config.max_length,
     }
-    if trainer.accelerator.is_main_process:
-        export_merged_model(trainer, tokenizer, original_template, out_dir, args.model)
-        with atomic_write(out_dir / "train_summary.json") as handle:
-            json.dump(summary, handle, indent=2)
-    finish_tracking(config)
+    finish_training(trainer, tokenizer, original_template, out_dir, args.model, summary, config)
     return summary
 
 
