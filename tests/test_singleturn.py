@@ -16,7 +16,7 @@ from repairrl.grading.similarity import diff_similarity
 from repairrl.models.backends import ScriptedBackend
 from repairrl.records import read_jsonl, validate_record
 from repairrl.singleturn.episode import make_environment, run_single_turn
-from repairrl.singleturn.file_repair import files_to_repair, is_single_file
+from repairrl.singleturn.file_repair import files_to_repair
 from repairrl.tasks import DetectionSample, Task
 
 from .conftest import git
@@ -168,6 +168,8 @@ def test_sft_selection_keeps_detection_episodes_with_the_right_label(tmp_path):
 
 def test_file_level_training_data_keeps_single_file_gold_patches():
     two_files = GOLD + GOLD.replace("calc.py", "other.py")
+    # One file, but a created one: a file-level repair has nothing to show for it.
+    created = "diff --git a/new.py b/new.py\nnew file mode 100644\n--- /dev/null\n+++ b/new.py\n@@ -0,0 +1 @@\n+x = 1\n"
     rows = [
         {
             "instance_id": f"t-{i}",
@@ -182,13 +184,13 @@ def test_file_level_training_data_keeps_single_file_gold_patches():
             "eval_script": "#!/bin/bash\npytest -rA\n",
             "log_parser": "parse_log_pytest",
         }
-        for i, patch in enumerate([GOLD, two_files])
+        for i, patch in enumerate([GOLD, two_files, created])
     ]
     spec = DatasetSpec(name="d", format="swe-gym", single_file_patch=True)
     kept = load_tasks(spec, rows).tasks
     assert [t.instance_id for t in kept] == ["t-0"]
-    assert is_single_file(kept[0]) and files_to_repair(kept[0]) == ["calc.py"]
-    assert len(load_tasks(DatasetSpec(name="d", format="swe-gym"), rows).tasks) == 2
+    assert kept[0].changes_one_existing_file() and files_to_repair(kept[0]) == ["calc.py"]
+    assert len(load_tasks(DatasetSpec(name="d", format="swe-gym"), rows).tasks) == 3
 
 
 @pytest.mark.parametrize("kind", ["file_repair", "detection"])

@@ -444,11 +444,10 @@ def test_every_rule_of_the_embedded_dag_runs_on_the_cluster_with_its_allocation(
     report = (results / "report" / "report.md").read_text()
     assert "## File-level repair (search/replace edits, one turn)" in report
     assert "| benchmark | base | grpo |" in report and "edits applied" in report
-    from repairrl.singleturn.file_repair import is_single_file
     from repairrl.tasks import read_tasks
 
     train = read_tasks(results / "data" / "mini_train" / "tasks.jsonl")
-    assert len(train) == 2 and all(is_single_file(task) for task in train), "file-level training data"
+    assert len(train) == 2 and all(task.changes_one_existing_file() for task in train), "file-level training data"
     for model in ("base", "grpo"):
         model_dir = results / "eval" / "mini_eval_python" / model
         journal = read_jsonl(model_dir / "journal" / "trajectories-0.jsonl")

@@ -98,15 +98,29 @@ class Task(TableRow, schema="task"):
     log_parser: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def gold_patch_files(self) -> list[str]:
-        """Paths the gold patch changes (created and deleted files included); [] if it is not a unified diff."""
+    def _gold_patch_set(self) -> list:
+        """The gold patch's files (unidiff's PatchedFile); [] if it is not a unified diff."""
         from unidiff import PatchSet
         from unidiff.errors import UnidiffParseError
 
         try:
-            return [patched.path for patched in PatchSet(self.gold_patch)]
+            return list(PatchSet(self.gold_patch))
         except (UnidiffParseError, ValueError, IndexError):
             return []
+
+    def gold_patch_files(self) -> list[str]:
+        """Paths the gold patch changes (created and deleted files included); [] if it is not a unified diff."""
+        return [patched.path for patched in self._gold_patch_set()]
+
+    def gold_patch_existing_files(self) -> list[str]:
+        """Paths of the text files at the base commit that the gold patch changes, in patch order: the files a
+        file-level repair shows and has rewritten (a created file has nothing to show, a binary one no text)."""
+        return [p.path for p in self._gold_patch_set() if not p.is_added_file and not p.is_binary_file]
+
+    def changes_one_existing_file(self) -> bool:
+        """Whether the gold patch changes exactly one file, a text file at the base commit: a task that can be
+        posed as a file-level repair (the `single_file_patch` dataset filter keeps only these)."""
+        return len(self.gold_patch_files()) == 1 and len(self.gold_patch_existing_files()) == 1
 
     @property
     def repo_key(self) -> str:

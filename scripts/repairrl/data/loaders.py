@@ -234,6 +234,6 @@ def load_tasks(spec: DatasetSpec, rows: Iterable[dict] | None = None) -> LoadRes
         row_id=lambda row: row.get("instance_id") or row.get("repository"),
         id_name="instance_id",
         row_is_wanted=lambda row: _row_is_wanted(row, spec),
-        item_is_wanted=lambda task: not spec.single_file_patch or len(task.gold_patch_files()) == 1,
+        item_is_wanted=lambda task: not spec.single_file_patch or task.changes_one_existing_file(),
     )
     return LoadResult(tasks=tasks, skipped=skipped)

@@ -34,32 +34,14 @@ class FileRepairError(ValueError):
     """The task cannot be posed as a file-level repair (its gold patch changes no existing file, a file is too big)."""
 
 
-def _gold_patch_set(task: Task):
-    from unidiff import PatchSet
-    from unidiff.errors import UnidiffParseError
-
-    try:
-        return PatchSet(task.gold_patch)
-    except (UnidiffParseError, ValueError, IndexError) as error:
-        raise FileRepairError(
-            f"{task.instance_id}: the gold patch is not a unified diff ({error})"
-        ) from error
-
-
 def files_to_repair(task: Task) -> list[str]:
-    """Paths of the existing files the gold patch modifies, in patch order (created files have nothing to show)."""
-    paths = [p.path for p in _gold_patch_set(task) if not p.is_added_file and not p.is_binary_file]
+    """Paths of the existing files the gold patch changes, in patch order (created files have nothing to show)."""
+    paths = task.gold_patch_existing_files()
     if not paths:
-        raise FileRepairError(f"{task.instance_id}: the gold patch modifies no existing file")
+        raise FileRepairError(
+            f"{task.instance_id}: the gold patch changes no existing file (or is not a unified diff)"
+        )
     return paths
-
-
-def is_single_file(task: Task) -> bool:
-    """Whether the gold patch changes exactly one file, an existing one: the file-level training tasks."""
-    try:
-        return len(task.gold_patch_files()) == 1 and len(files_to_repair(task)) == 1
-    except FileRepairError:
-        return False
 
 
 def load_files(
