@@ -248,9 +248,10 @@ def test_openai_backend_stitches_endpoint_token_ids_and_detects_rerendering():
 
 
 def test_openai_backend_errors_become_model_errors():
+    import httpx
     import openai
 
-    failure = openai.APIConnectionError(request=None)
+    failure = openai.APIConnectionError(request=httpx.Request("POST", "http://unused/v1/chat/completions"))
     backend = OpenAIBackend("http://unused/v1", "m", client=FakeClient([failure]))
     with pytest.raises(ModelError, match="APIConnectionError"):
         backend.start_session().generate([{"role": "user", "content": "hi"}])
