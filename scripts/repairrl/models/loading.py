@@ -12,7 +12,9 @@ import json
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from repairrl.records import atomic_write
 
@@ -54,14 +56,47 @@ def embedded_gguf_path() -> Path:
     return path
 
 
+@contextmanager
+def parse_gguf_once():
+    """Within the block, gguf's file reader and tensor-name map are built once per argument and shared.
+
+    transformers parses the GGUF file again for the tokenizer, the config and the weights (about 6 s each for a
+    49k-token vocabulary) and rebuilds gguf's tensor-name map for each of the model's ~400 modules (6 s): most
+    of the conversion that starts every run. Both are read-only (the reader maps the file read-only), so
+    sharing them changes nothing but the time.
+    """
+    import gguf
+
+    originals = {"GGUFReader": gguf.GGUFReader, "get_tensor_name_map": gguf.get_tensor_name_map}
+    built: dict[tuple, Any] = {}
+
+    def shared(name: str):
+        def build(*args):
+            key = (name, *(str(Path(a).resolve()) if isinstance(a, (str, Path)) and name == "GGUFReader" else a
+                          for a in args))
+            if key not in built:
+                built[key] = originals[name](*args)
+            return built[key]
+        return build
+
+    for name in originals:
+        setattr(gguf, name, shared(name))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(gguf, name, original)
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path) -> dict:
     """Dequantize a GGUF file into a regular transformers checkpoint (safetensors + tokenizer)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.monotonic()
     kwargs = {"gguf_file": gguf_path.name}
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
-    dequantized = AutoModelForCausalLM.from_pretrained(gguf_path.parent, **kwargs)
+    with parse_gguf_once():
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
+        dequantized = AutoModelForCausalLM.from_pretrained(gguf_path.parent, **kwargs)
     # The weights are already dequantized in memory, but transformers marks a GGUF-loaded model as quantized
     # and refuses to save it: move them into a plain model built from the same config.
     config = dequantized.config
