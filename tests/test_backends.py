@@ -193,6 +193,46 @@ def test_kv_cache_reuse_in_mixed_batches_matches_full_prefill(embedded):
         assert reused_logprobs == pytest.approx(full_logprobs, abs=1e-4)
 
 
+def test_first_turns_share_their_common_prompt_prefix_and_keep_the_tokens(embedded):
+    """First turns that start alike (system prompt, tools) prefill the common part once; a later lone first turn
+    starts from the kept prefix; the tokens and logprobs are those of full prefills."""
+    from repairrl.models.backends import _Request, _SessionKV
+
+    tokenizer = embedded.tokenizer
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=6)
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    system = encode("<|im_start|>system\n" + SHORT_PROMPT * 3 + "<|im_end|>\n")
+    questions = ["Count to ten.", "Name three colours, briefly please.", "Say hi."]
+    prompts = [system + encode(f"<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n") for q in questions]
+    prefix = len(system) + len(encode("<|im_start|>user\n"))  # what every prompt shares
+    assert prefix >= InProcessBackend.MIN_SHARED_PREFIX
+    assert all(p[:prefix] == prompts[0][:prefix] for p in prompts) and prompts[0][prefix] != prompts[1][prefix]
+
+    def run(reuse: bool) -> tuple[list[tuple[list[int], list[float]]], list[int]]:
+        backend = InProcessBackend(embedded.model, embedded.tokenizer, greedy, reuse_kv_cache=reuse)
+        backend.close()  # only its generate step is used here, on hand-made batches
+        results, prefilled = [], []
+        for rows in (prompts[:2], prompts[2:]):  # two first turns together, then one alone
+            before = backend.prefilled_tokens
+            batch = [_Request(prompt, 6, _SessionKV() if reuse else None) for prompt in rows]
+            backend._generate(batch)
+            results.extend((r.ids, r.logprobs) for r in batch)
+            prefilled.append(backend.prefilled_tokens - before)
+        return results, prefilled
+
+    (shared, shared_prefilled), (full, full_prefilled) = run(True), run(False)
+    assert [ids for ids, _ in shared] == [ids for ids, _ in full]
+    for (_, shared_logprobs), (_, full_logprobs) in zip(shared, full, strict=True):
+        assert shared_logprobs == pytest.approx(full_logprobs, abs=1e-4)
+    longest = max(len(p) for p in prompts[:2])
+    assert full_prefilled == [2 * longest, len(prompts[2])]
+    # The prefix once, then each row feeds the longest unshared part; the lone first turn reuses the kept prefix.
+    assert shared_prefilled == [prefix + 2 * (longest - prefix), len(prompts[2]) - prefix]
+
+
 # --- the OpenAI-compatible backend, against a fake client -----------------------------------------------------
 
 

@@ -503,6 +503,10 @@ class InProcessBackend:
     tokens, and so the trace, are the same as without reuse; it costs one cache per open session in memory (a
     model whose cache is not a plain per-layer DynamicCache, e.g. sliding-window or linear-attention layers,
     always prefills in full).
+
+    Across sessions, too: first turns begin with the same system prompt and tool list (and a GRPO group's with
+    the same task), so the common prefix of a batch's first turns is prefilled once, in a forward pass of its
+    own, and every first turn starts from it; the last such prefix is kept for first turns of later batches.
     """
 
     def __init__(self, model: Any, tokenizer: Any, sampling: SamplingParams = SamplingParams(),
@@ -516,6 +520,7 @@ class InProcessBackend:
         self.batch_window_s = batch_window_s
         self.reuse_kv_cache = reuse_kv_cache
         self.prefilled_tokens = 0  # prompt tokens fed to the model, cached ones not counted
+        self._shared_prefix = _SessionKV()  # the last common prefix of first turns (see _share_prompt_prefix)
         self.generate_calls = 0
         self.requests = 0
         eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
@@ -608,6 +613,7 @@ class InProcessBackend:
         import torch
 
         width = max(len(r.prompt_ids) for r in batch)
+        self._share_prompt_prefix(batch)
         reused = [r.kv.reusable(r.prompt_ids) if r.kv is not None else 0 for r in batch]
         fed = max(len(r.prompt_ids) - n for r, n in zip(batch, reused, strict=True))  # trailing tokens every row feeds
         input_ids = torch.tensor([[self.pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in batch])
@@ -642,6 +648,46 @@ class InProcessBackend:
             request.ids = ids[:end] if end is not None else ids
             request.logprobs = step_logprobs[row, : len(request.ids)].tolist()
         self._keep_session_caches(batch, width, getattr(output, cache_name, None))
+
+    # Below this a shared prefix saves less than its own forward pass costs.
+    MIN_SHARED_PREFIX = 32
+
+    def _share_prompt_prefix(self, batch: list[_Request]) -> None:
+        """Start the batch's first turns (rows with an empty cache) from the keys and values of their common
+        prefix: the kept one when it covers them, else one computed now from the longest prefix they share."""
+        first_turns = [r for r in batch if r.kv is not None and not r.kv.layers]
+        if not first_turns:
+            return
+        shared = self._shared_prefix
+        common = min(len(r.prompt_ids) - 1 for r in first_turns)  # one token is left for generate to feed
+        for request in first_turns:
+            common = _common_length(first_turns[0].prompt_ids, request.prompt_ids, common)
+        kept = min(_common_length(shared.ids, r.prompt_ids, len(shared.ids)) for r in first_turns)
+        if len(first_turns) > 1 and common >= self.MIN_SHARED_PREFIX and common > kept:
+            computed = self._prefix_cache(first_turns[0].prompt_ids[:common])
+            if computed is not None:
+                self._shared_prefix = shared = computed
+        for request in first_turns:
+            used = min(_common_length(shared.ids, request.prompt_ids, len(shared.ids)), len(request.prompt_ids) - 1)
+            if used >= self.MIN_SHARED_PREFIX:
+                request.kv.ids = shared.ids[:used]
+                # Views: the batch's cache is assembled from copies (_batch_cache), and the session's own cache
+                # is replaced by copies after the call (_keep_session_caches).
+                request.kv.layers = [(keys[:, :used], values[:, :used]) for keys, values in shared.layers]
+
+    def _prefix_cache(self, ids: list[int]) -> _SessionKV | None:
+        """The keys and values of `ids` from one forward pass, or None for a model whose cache is not plain."""
+        import torch
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        with torch.inference_mode():
+            output = self.model(input_ids=torch.tensor([ids], device=self.model.device), use_cache=True)
+        cache = getattr(output, _generate_cache_argument(), None) or getattr(output, "past_key_values", None)
+        if type(cache) is not DynamicCache or not all(type(layer) is DynamicLayer for layer in cache.layers):
+            return None
+        self.prefilled_tokens += len(ids)
+        return _SessionKV(list(ids), [(layer.keys[0].clone(), layer.values[0].clone()) for layer in cache.layers])
 
     def _decoding_options(self, batch: list[_Request]) -> dict[str, Any]:
         """`generate`'s sampling arguments for a batch: greedy at temperature 0."""
@@ -702,6 +748,12 @@ class InProcessBackend:
             self._closed = True
             self._cond.notify_all()
         self._batcher.join(timeout=60)
+
+
+def _common_length(first: list[int], second: list[int], limit: int) -> int:
+    """How many leading tokens of `first` and `second` are equal, counting at most `limit`."""
+    limit = min(limit, len(first), len(second))
+    return next((i for i in range(limit) if first[i] != second[i]), limit)
 
 
 def _generate_cache_argument() -> str:
