@@ -45,11 +45,12 @@ def embedded_run(tmp_path_factory):
     config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
     config.update(results_dir=f"{root}/results", logs_dir=f"{root}/logs")
     config["cache"].update(dir=f"{root}/cache", workers=2)
-    # The embedded default with half its sampling and half its GRPO episodes (one task a step), to keep the test
-    # suite under 30 minutes on 2 cores; every rule and every model still runs (README's numbers are from the full
-    # default).
+    # The embedded default with half its sampling and half its SFT steps, to keep the test suite under 30 minutes
+    # on 2 cores; every rule and every model still runs, GRPO as in the default (README's numbers are from the
+    # full default).
     config["sft"]["samples"] = 1
-    config["grpo"]["train"].update(max_steps=2, save_steps=1, tasks_per_step=1)
+    config["sft"]["train"].update(max_steps=4, save_steps=2)
+    config["grpo"]["train"].update(max_steps=2, save_steps=1)
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     overrides = ["--configfile", str(root / "config.yaml")]
     completed = snakemake("--profile", "profiles/local", "--cores", "2", *overrides, timeout=1800)
