@@ -69,9 +69,12 @@ rule cache:
     params:
         cache_dir=CACHE["dir"],
         timeout=CACHE["fetch_timeout_s"],
-    threads: CACHE["workers"]
+        workers=CACHE["workers"],
+    # Fetches wait on the network and the disk, not on the CPU: one core runs all `workers` of them. A job asking
+    # for `workers` cores would wait until every core is free, behind the SFT rollouts on a 2-core machine.
+    threads: 1
     conda:
         "../../envs/data.yaml"
     shell:
         "python -m repairrl.repos --tasks {input.tasks} --cache-dir {params.cache_dir} --out {output} "
-        "--workers {threads} --timeout {params.timeout} > {log} 2>&1"
+        "--workers {params.workers} --timeout {params.timeout} > {log} 2>&1"
