@@ -36,6 +36,8 @@ rule evaluate_shard:
         agent=f"{TASK_LOGS}/evaluate_shard/{{dataset}}/{{model}}-{{shard}}.agent.log",
     benchmark:
         f"{TASK_DIR}/benchmarks/evaluate_shard/{{dataset}}-{{model}}-{{shard}}.tsv"
+    # Below the training chain, above grading: the last model's episodes end the run, the others' grades wait.
+    priority: 5
     params:
         # Not an output: a failed job's outputs are deleted, and this journal is what a killed shard resumes from;
         # it is resumed only for the same model weights, tasks and agent flags (its .fingerprint.json).
