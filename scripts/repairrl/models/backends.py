@@ -462,10 +462,7 @@ class _SessionKV:
         """
         if not self.layers:
             return 0
-        limit = max(0, min(len(self.ids), len(prompt_ids) - 1))
-        if prompt_ids[:limit] == self.ids[:limit]:
-            return limit
-        return next(i for i in range(limit) if prompt_ids[i] != self.ids[i])
+        return _common_length(self.ids, prompt_ids, len(prompt_ids) - 1)
 
     def clear(self) -> None:
         self.ids, self.layers = [], []
@@ -752,8 +749,10 @@ class InProcessBackend:
 
 def _common_length(first: list[int], second: list[int], limit: int) -> int:
     """How many leading tokens of `first` and `second` are equal, counting at most `limit`."""
-    limit = min(limit, len(first), len(second))
-    return next((i for i in range(limit) if first[i] != second[i]), limit)
+    limit = max(0, min(limit, len(first), len(second)))
+    if first[:limit] == second[:limit]:  # the usual case, at C speed
+        return limit
+    return next(i for i in range(limit) if first[i] != second[i])
 
 
 def _generate_cache_argument() -> str:
