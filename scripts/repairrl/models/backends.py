@@ -675,13 +675,11 @@ class InProcessBackend:
     def _prefix_cache(self, ids: list[int]) -> _SessionKV | None:
         """The keys and values of `ids` from one forward pass, or None for a model whose cache is not plain."""
         import torch
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
 
         with torch.inference_mode():
             output = self.model(input_ids=torch.tensor([ids], device=self.model.device), use_cache=True)
-        cache = getattr(output, _generate_cache_argument(), None) or getattr(output, "past_key_values", None)
-        if type(cache) is not DynamicCache or not all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache = getattr(output, _generate_cache_argument(), None)
+        if not _holds_every_position(cache):
             return None
         self.prefilled_tokens += len(ids)
         return _SessionKV(list(ids), [(layer.keys[0].clone(), layer.values[0].clone()) for layer in cache.layers])
@@ -723,15 +721,11 @@ class InProcessBackend:
     @staticmethod
     def _keep_session_caches(batch: list[_Request], width: int, cache: Any) -> None:
         """Keep each session's prompt + sampled ids (but the last, never fed) from the batch's cache, unpadded."""
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
-
-        plain = type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
+        plain = _holds_every_position(cache)
         for row, request in enumerate(batch):
             if request.kv is None:
                 continue
-            if not plain or not request.ids:  # other layer kinds (sliding windows, linear attention) do not
-                # hold every position
+            if not plain or not request.ids:
                 request.kv.clear()
                 continue
             start, end = width - len(request.prompt_ids), width + len(request.ids) - 1
@@ -745,6 +739,15 @@ class InProcessBackend:
             self._closed = True
             self._cond.notify_all()
         self._batcher.join(timeout=60)
+
+
+def _holds_every_position(cache: Any) -> bool:
+    """Whether `cache` is a plain per-layer DynamicCache, whose keys and values can be cut per row and reused;
+    other layer kinds (sliding windows, linear attention) do not hold every position."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    return type(cache) is DynamicCache and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
 def _common_length(first: list[int], second: list[int], limit: int) -> int:

@@ -7,6 +7,7 @@ a model name to a loadable path with `resolve_model_path`, so no stage cares whe
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import json
 import shutil
@@ -67,25 +68,20 @@ def parse_gguf_once():
     """
     import gguf
 
-    originals = {"GGUFReader": gguf.GGUFReader, "get_tensor_name_map": gguf.get_tensor_name_map}
-    built: dict[tuple, Any] = {}
+    originals = (gguf.GGUFReader, gguf.get_tensor_name_map)
+    readers: dict[tuple, Any] = {}
 
-    def shared(name: str):
-        def build(*args):
-            key = (name, *(str(Path(a).resolve()) if isinstance(a, (str, Path)) and name == "GGUFReader" else a
-                          for a in args))
-            if key not in built:
-                built[key] = originals[name](*args)
-            return built[key]
-        return build
+    def shared_reader(path, *args):
+        key = (str(Path(path).resolve()), *args)  # the same file, however it is named
+        if key not in readers:
+            readers[key] = originals[0](path, *args)
+        return readers[key]
 
-    for name in originals:
-        setattr(gguf, name, shared(name))
+    gguf.GGUFReader, gguf.get_tensor_name_map = shared_reader, functools.cache(originals[1])
     try:
         yield
     finally:
-        for name, original in originals.items():
-            setattr(gguf, name, original)
+        gguf.GGUFReader, gguf.get_tensor_name_map = originals
 
 
 def convert_gguf(gguf_path: Path, out_dir: Path) -> dict:
